@@ -1,0 +1,46 @@
+# vsr — set-up and the two everyday commands. Both create .venv on their own.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# First Python >= 3.12 on PATH, then in pyenv's versions (oldest supported first: widest wheel coverage).
+find_python = $(shell \
+  for c in python3.12 python3.13 python3.14 python3 python; do \
+    p=$$(command -v $$c 2>/dev/null) || continue; \
+    $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
+  done; \
+  root=$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv); \
+  for p in $$(ls -d $$root/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -V); do \
+    $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; exit 0; }; \
+  done)
+
+.PHONY: venv demo test test-all clean
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@py="$(find_python)"; \
+	if [ -z "$$py" ]; then \
+	  echo "error: vsr needs Python >= 3.12 (VapourSynth's wheels require it). Install one, e.g. 'pyenv install 3.12' or your distribution's python3.12 package, and run make again." >&2; \
+	  exit 1; \
+	fi; \
+	echo "using $$py ($$($$py -V))"; \
+	[ -x $(PY) ] || $$py -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# The image benchmark on Set5 (from ../shared/data, or VSR_DATA), saving the upscaled images.
+demo: $(STAMP)
+	$(VENV)/bin/vsr-bench sr --sets Set5 --out out/demo --save-images out/demo/images
+	@echo "upscaled images (bicubic, lanczos and each model): out/demo/images/Set5/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Everything, the slow tests too.
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+clean:
+	rm -rf $(VENV) build out *.egg-info

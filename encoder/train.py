@@ -1,0 +1,513 @@
+"""``vsr-train``: train the YUV-native upsampler (``--mode sr``).
+
+One script for one GPU, the CPU, or many processes under ``torchrun`` (DDP; gloo on CPU, nccl
+on CUDA). Everything is configured by :class:`TrainConfig`: CLI flags mirror its fields, and
+``--config FILE`` (JSON or TOML) supplies defaults that flags override.
+
+Per step (``sr`` mode)::
+
+    HR crop --bicubic AA--> LR RGB --8 bit, BT.601 4:2:0--> LR planes --pack--> Upsampler
+        --residual + bilinear base--> SR planes   vs  HR planes:  L1 (luma weighted over chroma)
+
+Output folder ``--out``: ``best.safetensors``/``best.json`` (shippable weights of the best
+validation epoch, with a training summary), ``state.*`` (everything needed to ``--resume``),
+``tb/`` (TensorBoard scalars and sample images) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import tomllib
+import types
+import typing
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+
+import kernels
+from vsr_plugin.atomic import atomic_output, write_bytes_atomic
+from vsr_plugin.models import PRESETS, Upsampler, load_upsampler, save_upsampler
+from vsr_plugin.yuv import Frame, frame_to_rgb
+
+from . import metrics
+from .data import CropSampler, SRPair, list_images, load_pairs, split_validation
+
+MODES = ("sr",)
+AMP = ("auto", "none", "bf16", "fp16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Training run configuration (every field is also a ``--flag``)."""
+
+    mode: str = "sr"                 # sr: upsampler alone on bicubic-degraded images
+    model: str = "default"           # architecture preset: fast | default
+    scale: int = 2
+    attention: bool = False          # add the pooled self-attention block to the preset
+    data: str = "../shared/data/train"
+    val_count: int = 10              # images held out (every k-th file) for validation
+    rescales: str = ""               # extra downscaled copies of each image, e.g. "0.8,0.6"
+    out: str = "runs/sr"
+    crop: int = 128                  # HR crop edge, a multiple of 2 x scale
+    batch: int = 16                  # crops per process and micro-step
+    accum: int = 1                   # micro-steps per optimizer step
+    steps: int = 20000               # optimizer steps in all (sets the LR schedule)
+    stop_at: int = 0                 # end this session at this step (resume later); 0 runs to --steps
+    epoch_steps: int = 500           # steps between validations/checkpoints
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup: int = 200
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.0           # max gradient norm; 0 disables
+    ema: float = 0.999               # EMA decay of the evaluated/exported weights; 0 disables
+    luma_weight: float = 0.8         # share of the loss on Y; U and V share the rest
+    amp: str = "auto"                # auto (bf16 on CUDA, none on CPU) | none | bf16 | fp16
+    patience: int = 0                # stop after this many epochs without improvement; 0 never
+    seed: int = 0
+    resume: bool = False             # continue from OUT/state.* if present
+    init: str = ""                   # start from these weights (name or path)
+    samples: int = 3                 # validation images written to TensorBoard per epoch
+    threads: int = 0                 # torch CPU threads per process; 0 leaves torch's default
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.model not in PRESETS:
+            raise ValueError(f"model must be one of {', '.join(PRESETS)}, got {self.model!r}")
+        if self.crop % (2 * self.scale):
+            raise ValueError(f"crop must be a multiple of 2 x scale = {2 * self.scale}, got {self.crop}")
+        if self.amp not in AMP:
+            raise ValueError(f"amp must be one of {', '.join(AMP)}, got {self.amp!r}")
+        if not 0.0 < self.luma_weight <= 1.0:
+            raise ValueError(f"luma_weight must be in (0, 1], got {self.luma_weight}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        for name in ("batch", "accum", "steps", "epoch_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.rescale_factors  # validates
+
+    @property
+    def rescale_factors(self) -> tuple[float, ...]:
+        try:
+            factors = tuple(float(f) for f in self.rescales.split(",") if f.strip())
+        except ValueError:
+            raise ValueError(f"rescales must be comma-separated numbers, got {self.rescales!r}") from None
+        if any(not 0.1 <= f < 1.0 for f in factors):
+            raise ValueError(f"rescales must lie in [0.1, 1), got {self.rescales!r}")
+        return factors
+
+    def architecture(self):
+        return dataclasses.replace(PRESETS[self.model], scale=self.scale, attention=self.attention)
+
+
+# --- configuration from flags and files -----------------------------------------------------
+
+def _field_type(f: dataclasses.Field) -> type:
+    hints = typing.get_type_hints(TrainConfig)
+    t = hints[f.name]
+    if isinstance(t, types.UnionType):
+        t = next(a for a in typing.get_args(t) if a is not type(None))
+    return t
+
+
+def _read_config_file(path: str) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"config file {path} is not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {e}") from None
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"config file {path}: unknown keys {', '.join(unknown)}")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vsr-train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", help="JSON or TOML file of defaults (flags override it)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        t = _field_type(f)
+        if t is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, dest=f.name, type=t, default=None, metavar=t.__name__.upper())
+    return parser
+
+
+def config_from_args(argv: list[str] | None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    values = _read_config_file(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    return TrainConfig(**values)
+
+
+# --- distributed context --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed(device: str) -> Dist:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+        return Dist(dist.get_rank(), world, dev)
+    if device not in ("auto", "cpu", "cuda"):
+        dev = torch.device(device)
+    else:
+        dev = torch.device("cuda" if use_cuda else "cpu")
+    return Dist(0, 1, dev)
+
+
+def _all_sum(values: list[float], ctx: Dist) -> list[float]:
+    if not ctx.active:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# --- training pieces ------------------------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def yuv_l1(pred: tuple[torch.Tensor, ...], target: tuple[torch.Tensor, ...], *, bits: int,
+           luma_weight: float) -> torch.Tensor:
+    """L1 in normalised units (a full-range step is 2), luma weighted ``luma_weight``, each chroma
+    plane ``(1 - luma_weight) / 2``."""
+    scale = 2.0 / kernels.max_code(bits)
+    losses = [(p - t.to(torch.float32)).abs().mean() * scale for p, t in zip(pred, target)]
+    cw = (1.0 - luma_weight) / 2.0
+    return luma_weight * losses[0] + cw * (losses[1] + losses[2])
+
+
+def params_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1.0 - decay)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+    if amp == "none":
+        return nullcontext(), amp
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs CUDA; use --amp bf16 or none on CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), amp
+
+
+def _planes_to(planes: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(p.to(device, non_blocking=True) for p in planes)
+
+
+@torch.no_grad()
+def validate(net: Upsampler, pairs: list[SRPair], ctx: Dist, scale: int) -> tuple[float, list[Frame]]:
+    """PSNR-Y (dB, ``scale`` pixels shaved) over this rank's share of ``pairs``, reduced over ranks,
+    and the SR frames this rank computed (for sample images)."""
+    net.eval()
+    sse, count, outs = 0.0, 0.0, []
+    for pair in pairs[ctx.rank::ctx.world]:
+        lr = [torch.from_numpy(p)[None].to(ctx.device) for p in pair.lr.planes]
+        packed = kernels.pack(*lr, bits=8, block=2)
+        sr = [p[0].cpu().numpy() for p in kernels.unpack_upscale(net(packed), *lr, bits=8, scale=scale)]
+        outs.append(pair.hr.with_planes(*sr))
+        a = metrics.shave(sr[0], scale).astype(np.float64)
+        b = metrics.shave(pair.hr.y, scale).astype(np.float64)
+        sse += float(((a - b) ** 2).sum())
+        count += a.size
+    sse, count = _all_sum([sse, count], ctx)
+    return metrics.psnr_from_mse(sse / max(count, 1.0)), outs
+
+
+def _sample_image(sr: Frame, pair: SRPair, scale: int, size: int = 192) -> np.ndarray:
+    """``bilinear | network | HR`` side by side (centre crop, RGB CHW) for TensorBoard."""
+    lr = [torch.from_numpy(p)[None] for p in pair.lr.planes]
+    zero = torch.zeros(1, 6 * scale * scale, *lr[1].shape[1:])
+    base = pair.hr.with_planes(*[p[0].numpy() for p in kernels.unpack_upscale(zero, *lr, bits=8, scale=scale)])
+    views = []
+    for f in (base, sr, pair.hr):
+        rgb = frame_to_rgb(f)
+        h, w = rgb.shape[:2]
+        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+        views.append(rgb[top:top + size, left:left + size])
+    return np.concatenate(views, axis=1).transpose(2, 0, 1)
+
+
+# --- resumable state --------------------------------------------------------------------------
+
+def save_state(out: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module | None,
+               opt: torch.optim.Optimizer, gen: torch.Generator, extra: dict) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    opt_state = opt.state_dict()
+    for idx, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.data"] = gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"step": step, "param_groups": opt_state["param_groups"], **extra}
+    with atomic_output(out / "state.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_bytes_atomic(out / "state.json", json.dumps(meta, indent=2).encode())
+
+
+def load_state(out: Path, net: torch.nn.Module, ema: torch.nn.Module | None, opt: torch.optim.Optimizer,
+               gen: torch.Generator) -> dict:
+    tensors = load_file(str(out / "state.safetensors"))
+    meta = json.loads((out / "state.json").read_text())
+    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    gen.set_state(tensors["rng.data"])
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    net: Upsampler            # the evaluated weights (EMA when enabled) at the end
+    best_psnr: float
+    step: int
+    stopped_early: bool
+    summary: dict
+
+
+def _log(ctx: Dist, msg: str) -> None:
+    if ctx.main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    ctx = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        if ctx.active:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+
+    files = list_images(cfg.data)
+    train_files, val_files = split_validation(files, cfg.val_count)
+    pairs = load_pairs(train_files, cfg.scale, rescales=cfg.rescale_factors, min_side=cfg.crop)
+    val_pairs = load_pairs(val_files, cfg.scale)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # each rank its own crops
+    sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop, generator=gen)
+
+    if cfg.init:
+        net, _ = load_upsampler(cfg.init, scale=cfg.scale)
+        if net.config != cfg.architecture():
+            raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
+    else:
+        net = Upsampler(cfg.architecture())
+    net = net.to(ctx.device).train()
+    ema = copy.deepcopy(net).eval() if cfg.ema > 0 else None
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+
+    step, best, stale, history, elapsed = 0, -math.inf, 0, [], 0.0
+    if cfg.resume and (out / "state.json").is_file():
+        meta = load_state(out, net, ema, opt, gen)
+        step, best, stale, history = meta["step"], meta["best_psnr"], meta["stale_epochs"], meta["history"]
+        elapsed = meta["elapsed_s"]
+        _log(ctx, f"resumed from {out / 'state.json'} at step {step}")
+
+    model = DistributedDataParallel(net) if ctx.active else net
+    autocast, amp = _autocast(cfg, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=(amp == "fp16"))
+    writer = None
+    if ctx.main:
+        from torch.utils.tensorboard import SummaryWriter  # imported late: heavy and optional at inference
+        writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)
+    _log(ctx, f"training {cfg.model} x{cfg.scale}: {sum(p.numel() for p in net.parameters())} parameters, "
+              f"{len(sampler.pairs)} training images, {len(val_pairs)} validation, {ctx.world} process(es) on "
+              f"{ctx.device}, amp {amp}")
+
+    eval_net = ema if ema is not None else net
+    stopped_early = False
+    t0, seen, running = time.perf_counter(), 0, 0.0
+    end = min(cfg.stop_at, cfg.steps) if cfg.stop_at else cfg.steps
+    while step < end:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for micro in range(cfg.accum):
+            lr_planes, hr_planes = sampler.sample(cfg.batch)
+            lr_planes, hr_planes = _planes_to(lr_planes, ctx.device), _planes_to(hr_planes, ctx.device)
+            sync = nullcontext() if (not ctx.active or micro == cfg.accum - 1) else model.no_sync()
+            with sync:
+                with autocast:
+                    residual = model(kernels.pack(*lr_planes, bits=8, block=2))
+                pred = kernels.upscale_planes_float(residual.float(), *lr_planes, bits=8, scale=cfg.scale)
+                loss = yuv_l1(pred, hr_planes, bits=8, luma_weight=cfg.luma_weight) / cfg.accum
+                scaler.scale(loss).backward()
+            loss_sum += float(loss.detach())
+        if cfg.grad_clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        if ema is not None:
+            ema_update(ema, net, cfg.ema if step >= cfg.warmup else 0.0)
+        step += 1
+        seen += 1
+        running += loss_sum
+        if writer is not None and step % 50 == 0:
+            writer.add_scalar("train/loss", loss_sum, step)
+            writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
+
+        if step % cfg.epoch_steps == 0 or step == end:
+            epoch_time = time.perf_counter() - t0
+            elapsed += epoch_time
+            rate = seen / epoch_time
+            val_psnr, outs = validate(eval_net, val_pairs, ctx, cfg.scale)
+            net.train()
+            improved = val_psnr > best
+            best, stale = (val_psnr, 0) if improved else (best, stale + 1)
+            history.append({"step": step, "train_loss": running / seen, "val_psnr_y": val_psnr})
+            _log(ctx, f"step {step}/{cfg.steps}  loss {running / seen:.5f}  val PSNR-Y {val_psnr:.3f} dB"
+                      f"{' (best)' if improved else ''}  lr {opt.param_groups[0]['lr']:.2e}  {rate:.2f} steps/s")
+            if writer is not None:
+                writer.add_scalar("val/psnr_y", val_psnr, step)
+                for k, (sr, pair) in enumerate(zip(outs[:cfg.samples], val_pairs[:cfg.samples])):
+                    writer.add_image(f"val/{pair.name}", _sample_image(sr, pair, cfg.scale), step)
+                writer.flush()
+            if ctx.main:
+                summary = _summary(cfg, step, best, history, ctx, elapsed)
+                if improved:
+                    save_upsampler(out / "best", eval_net, training=summary)
+                save_state(out, step, net, ema, opt, gen,
+                           {"best_psnr": best, "stale_epochs": stale, "history": history, "elapsed_s": elapsed,
+                            "config": dataclasses.asdict(cfg)})
+            if ctx.active:
+                dist.barrier()
+            t0, seen, running = time.perf_counter(), 0, 0.0
+            if cfg.patience and stale >= cfg.patience:
+                stopped_early = True
+                _log(ctx, f"early stop: no validation improvement for {stale} epochs")
+                break
+
+    digest = params_digest(eval_net)
+    digests = [digest]
+    if ctx.active:
+        digests = [None] * ctx.world
+        dist.all_gather_object(digests, digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
+    summary = _summary(cfg, step, best, history, ctx, elapsed)
+    summary["rank_digests"] = digests
+    summary["stopped_early"] = stopped_early
+    if ctx.main:
+        write_bytes_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        writer.close()
+        _log(ctx, f"done at step {step}: best val PSNR-Y {best:.3f} dB; weights {out / 'best.safetensors'}")
+    return TrainResult(net=eval_net, best_psnr=best, step=step, stopped_early=stopped_early, summary=summary)
+
+
+def _summary(cfg: TrainConfig, step: int, best: float, history: list, ctx: Dist, elapsed_s: float) -> dict:
+    return {
+        "mode": cfg.mode,
+        "preset": cfg.model,
+        "data": cfg.data,
+        "steps": step,
+        "batch": cfg.batch * cfg.accum * ctx.world,
+        "crop": cfg.crop,
+        "best_val_psnr_y": best,
+        "train_time_s": round(elapsed_s, 1),
+        "processes": ctx.world,
+        "device": str(ctx.device),
+        "config": dataclasses.asdict(cfg),
+        "history": history[-5:],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = config_from_args(argv)
+        train(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"vsr-train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vsr-train: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

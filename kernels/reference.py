@@ -1,0 +1,273 @@
+"""Torch reference twins of the packed-layout kernels.
+
+These functions *are* the specification: the CUDA kernels in this folder must produce bit-identical
+results, and the docstrings say exactly how every value is computed (operation order included,
+because float rounding depends on it). They run on any device, batch over frames, and
+:func:`upscale_planes_float` is differentiable in the residual for training.
+
+Packed layout (DESIGN.md, "Tensor contracts")::
+
+    planes  Y (N, H, W), U/V (N, ceil(H/2), ceil(W/2))      integer codes 0 .. m = 2**bits - 1
+      |  pack(block=b): space-to-depth, luma b x b, chroma b/2 x b/2, edge replication
+      v
+    packed  (N, b^2 + 2 (b/2)^2, ceil(H/b), ceil(W/b))       (2 code - m) / m  in [-1, 1]
+      |  network (upsampler: b = 2, 6 channels in, 6 s^2 out)
+      v
+    residual (N, 4 s^2 + 2 s^2, ceil(H/2), ceil(W/2))        normalised units
+      |  unpack_upscale: depth-to-space + bilinear base + denormalise + round + clamp + crop
+      v
+    planes  Y (N, sH, sW), U/V (N, ceil(sH/2), ceil(sW/2))   integer codes
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def max_code(bits: int) -> int:
+    if not 8 <= bits <= 16:
+        raise ValueError(f"bit depth must be 8..16, got {bits}")
+    return (1 << bits) - 1
+
+
+def plane_dtype(bits: int) -> torch.dtype:
+    """Integer dtype of a ``bits``-deep plane: uint8 for 8 bits, uint16 above."""
+    return torch.uint8 if max_code(bits) == 255 else torch.uint16
+
+
+def packed_channels(block: int) -> int:
+    """Channels of a packed tensor with luma block ``block`` (chroma block ``block // 2``)."""
+    return block * block + 2 * (block // 2) ** 2
+
+
+def _check_planes(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+    if y.dim() != 3:
+        raise ValueError(f"planes must be batched (N, H, W); got Y of shape {tuple(y.shape)}")
+    n, h, w = y.shape
+    want = (n, (h + 1) // 2, (w + 1) // 2)
+    if tuple(u.shape) != want or tuple(v.shape) != want:
+        raise ValueError(f"4:2:0 chroma must be {want} for Y {tuple(y.shape)}; got U {tuple(u.shape)}, V {tuple(v.shape)}")
+    for p in (y, u, v):
+        if p.dtype.is_floating_point or p.dtype == torch.bool:
+            raise ValueError(f"planes must hold integer codes, got {p.dtype}")
+
+
+def _edge_indices(n_out: int, n_in: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(n_out, device=device).clamp_(max=n_in - 1)
+
+
+def _space_to_depth(plane: torch.Tensor, block: int, rows: int, cols: int) -> torch.Tensor:
+    """(N, h, w) -> (N, block^2, rows, cols), reading out-of-range samples from the nearest edge."""
+    ri = _edge_indices(rows * block, plane.shape[1], plane.device)
+    ci = _edge_indices(cols * block, plane.shape[2], plane.device)
+    padded = plane.index_select(1, ri).index_select(2, ci)
+    return F.pixel_unshuffle(padded.unsqueeze(1), block) if block > 1 else padded.unsqueeze(1)
+
+
+def normalise(codes: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Integer codes to ``float32((2 * code - m) / m)``, then cast to ``dtype`` (nearest even).
+
+    ``2 * code - m`` is an exact integer in float32 and the division is a single IEEE division,
+    so the value is correctly rounded and identical on every device.
+    """
+    m = max_code(bits)
+    x = codes.to(torch.float32) * 2.0 - m  # exact: small integers
+    return (x / m).to(dtype)
+
+
+def pack(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block: int = 2,
+         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pack 4:2:0 planes into the network's normalised space-to-depth layout.
+
+    Args:
+        y: ``(N, H, W)`` integer codes (uint8, uint16, int16 or int32), ``0 .. m``, ``m = 2**bits - 1``.
+        u, v: ``(N, ceil(H/2), ceil(W/2))``, same dtype family.
+        bits: bit depth of the codes (8 or 10 in practice).
+        block: luma block edge ``b`` (even); chroma blocks are ``b/2``. 2 for the upsampler's
+            low-resolution input, ``2 * scale`` for the downsampler's high-resolution input.
+        dtype: float32, float16 or bfloat16.
+
+    Returns:
+        ``(N, b^2 + 2 (b/2)^2, Hp, Wp)`` with ``Hp = ceil(H/b)``, ``Wp = ceil(W/b)``. For cell
+        ``(i, j)``:
+
+        * channel ``c < b^2`` holds luma at row ``min(b*i + c // b, H - 1)``, column
+          ``min(b*j + c % b, W - 1)`` (edge replication of odd or non-multiple sizes);
+        * channel ``b^2 + k`` (``k < (b/2)^2``) holds U at row ``min((b/2)*i + k // (b/2), Hc - 1)``,
+          column ``min((b/2)*j + k % (b/2), Wc - 1)``; channel ``b^2 + (b/2)^2 + k`` holds V alike;
+        * every value is :func:`normalise` of its code.
+    """
+    _check_planes(y, u, v)
+    if block < 2 or block % 2:
+        raise ValueError(f"block must be an even number >= 2, got {block}")
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
+    rows, cols = -(-y.shape[1] // block), -(-y.shape[2] // block)
+    cb = block // 2
+    parts = [_space_to_depth(p.to(torch.int32), b, rows, cols) for p, b in ((y, block), (u, cb), (v, cb))]
+    return normalise(torch.cat(parts, dim=1), bits, dtype)
+
+
+def denormalise(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Normalised values back to float32 code values: ``float32(x) * (m/2) + (m/2)``, two IEEE
+    operations (the inverse of :func:`normalise` before rounding)."""
+    half = max_code(bits) / 2.0
+    return (x.to(torch.float32) * half).add_(half)
+
+
+def unpack(packed: torch.Tensor, *, bits: int, block: int, height: int, width: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`pack`: packed tensor -> ``(N, height, width)`` planes.
+
+    Each value is :func:`denormalise`-d and :func:`quantize`-d, then moved back by depth-to-space
+    (channel layout as in :func:`pack`) and cropped to ``height x width`` (chroma
+    ``ceil(height/2) x ceil(width/2)``). ``unpack(pack(p)) == p`` exactly for float32 and float16
+    (whose spacing near 1 is finer than 2/1023); bfloat16 keeps 8-bit codes but not 10-bit ones.
+    """
+    cb = block // 2
+    n, c, rows, cols = packed.shape
+    if c != packed_channels(block):
+        raise ValueError(f"a block-{block} packed tensor has {packed_channels(block)} channels, got {c}")
+    if height > block * rows or width > block * cols:
+        raise ValueError(f"packed grid {rows}x{cols} is too small for {width}x{height} at block {block}")
+    ch, cw = (height + 1) // 2, (width + 1) // 2
+    x = denormalise(packed, bits)
+    y = F.pixel_shuffle(x[:, : block * block], block)[:, 0, :height, :width]
+    u = F.pixel_shuffle(x[:, block * block: block * block + cb * cb], cb)[:, 0, :ch, :cw]
+    v = F.pixel_shuffle(x[:, block * block + cb * cb:], cb)[:, 0, :ch, :cw]
+    return quantize(y, bits), quantize(u, bits), quantize(v, bits)
+
+
+def bilinear_upscale(plane: torch.Tensor, scale: int, out_h: int, out_w: int) -> torch.Tensor:
+    """Exact bilinear ``scale``-x upscale of integer codes (half-pixel centres, edges clamped).
+
+    Output sample ``(Y, X)`` of an ``(h, w)`` source: with ``t = 2Y + 1 - s``,
+    ``i = floor(t / 2s)``, ``f = t - 2s i`` (so ``0 <= f < 2s``), rows ``a = clamp(i, 0, h-1)``,
+    ``b = clamp(i + 1, 0, h-1)`` and row weights ``(2s - f, f)``; columns likewise. The value is
+    ``float32(sum of weight_row * weight_col * code) / float32(4 s^2)``: an exact integer sum
+    followed by one IEEE division (exact for power-of-two ``s``). This is the same sampling as
+    ``F.interpolate(mode="bilinear", align_corners=False)`` without its float error.
+
+    Args:
+        plane: ``(N, h, w)`` integer codes.
+        scale: integer factor ``s >= 1``.
+        out_h, out_w: output size, at most ``s*h x s*w`` (larger outputs are cropped sizes).
+
+    Returns:
+        ``(N, out_h, out_w)`` float32 code values.
+    """
+    if plane.shape[1] * scale < out_h or plane.shape[2] * scale < out_w:
+        raise ValueError(f"{out_w}x{out_h} is larger than x{scale} of a {plane.shape[2]}x{plane.shape[1]} plane")
+    # Every weight, code and partial sum is an integer below 2**24, so float32 arithmetic is
+    # exact and this separable, phase-sliced evaluation equals the formula above.
+    x = _upscale_1d(plane.to(torch.float32), scale, dim=2)[:, :, :out_w]
+    x = _upscale_1d(x, scale, dim=1)[:, :out_h]
+    return x.div_(float(4 * scale * scale))
+
+
+def _upscale_1d(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
+    """Unnormalised 1-D bilinear x``s`` along ``dim``: output ``s*j + p`` is
+    ``(2s - f) * x[j + d] + f * x[j + d + 1]`` with ``o = 2p + 1 - s``, ``d = floor(o / 2s)``,
+    ``f = o - 2s d``, indices clamped (here by replicating one edge sample on each side)."""
+    n = x.shape[dim]
+    xp = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
+    phases = []
+    for p in range(s):
+        o = 2 * p + 1 - s
+        d = o // (2 * s)
+        f = o - 2 * s * d
+        a = xp.narrow(dim, 1 + d, n) * float(2 * s - f)
+        phases.append(a.add_(xp.narrow(dim, 2 + d, n), alpha=float(f)) if f else a)
+    shape = list(x.shape)
+    shape[dim] = n * s
+    return torch.stack(phases, dim + 1).reshape(shape)
+
+
+def _depth_to_space_scaled(x: torch.Tensor, block: int, factor: float) -> torch.Tensor:
+    """``factor * float32(x)`` rearranged ``(N, block^2, h, w) -> (N, block*h, block*w)``
+    (channel ``dy * block + dx`` of cell ``(i, j)`` lands on ``(block*i + dy, block*j + dx)``)."""
+    x = x.to(torch.float32)
+    if x.requires_grad:
+        return F.pixel_shuffle(x * factor, block)[:, 0]
+    # Without autograd, multiply and rearrange in one pass by writing into the output layout.
+    n, _, h, w = x.shape
+    out = torch.empty((n, h, block, w, block), dtype=torch.float32, device=x.device)
+    torch.mul(x.permute(0, 2, 3, 1).unflatten(3, (block, block)).permute(0, 1, 3, 2, 4), factor, out=out)
+    return out.view(n, block * h, block * w)
+
+
+def residual_to_planes(residual: torch.Tensor, scale: int, out_h: int, out_w: int, *, factor: float = 1.0
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Depth-to-space of an upsampler residual, times ``factor``, cropped to the output size.
+
+    ``residual`` is ``(N, 6 s^2, Hc, Wc)``: channels ``0 .. 4s^2 - 1`` are the ``2s x 2s`` luma
+    block of each cell (channel ``dy * 2s + dx``), then ``s^2`` U and ``s^2`` V channels
+    (``dy * s + dx``). Returns float32 luma ``(N, out_h, out_w)`` and chroma
+    ``(N, ceil(out_h/2), ceil(out_w/2))``, each sample ``float32(r) * factor`` (one rounding).
+    """
+    s = scale
+    n, c, hc, wc = residual.shape
+    if c != 6 * s * s:
+        raise ValueError(f"an x{s} residual has {6 * s * s} channels, got {c}")
+    ch, cw = (out_h + 1) // 2, (out_w + 1) // 2
+    if out_h > 2 * s * hc or out_w > 2 * s * wc:
+        raise ValueError(f"residual grid {hc}x{wc} is too small for a {out_w}x{out_h} x{s} output")
+    luma = _depth_to_space_scaled(residual[:, : 4 * s * s], 2 * s, factor)[:, :out_h, :out_w]
+    u = _depth_to_space_scaled(residual[:, 4 * s * s: 5 * s * s], s, factor)[:, :ch, :cw]
+    v = _depth_to_space_scaled(residual[:, 5 * s * s:], s, factor)[:, :ch, :cw]
+    return luma, u, v
+
+
+def upscale_planes_float(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
+                         bits: int, scale: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unrounded output planes: ``base + float32(residual) * (m / 2)`` (two IEEE operations,
+    never a fused multiply-add).
+
+    ``base`` is :func:`bilinear_upscale` of each low-resolution plane. Differentiable in
+    ``residual``; training uses this, inference rounds it with :func:`unpack_upscale`.
+
+    Returns float32 Y ``(N, sH, sW)`` and U, V ``(N, ceil(sH/2), ceil(sW/2))`` in code units.
+    """
+    _check_planes(y, u, v)
+    half = max_code(bits) / 2.0  # exact in float32 (x.5)
+    n, h, w = y.shape
+    out_h, out_w = scale * h, scale * w
+    if residual.shape[0] != n or residual.shape[2:] != u.shape[1:]:
+        raise ValueError(f"residual {tuple(residual.shape)} does not match planes with chroma {tuple(u.shape)}")
+    ch, cw = (out_h + 1) // 2, (out_w + 1) // 2
+    scaled = residual_to_planes(residual, scale, out_h, out_w, factor=half)
+    bases = (bilinear_upscale(y, scale, out_h, out_w), bilinear_upscale(u, scale, ch, cw),
+             bilinear_upscale(v, scale, ch, cw))
+    if residual.requires_grad:
+        return tuple(r + b for r, b in zip(scaled, bases))
+    return tuple(r.add_(b) for r, b in zip(scaled, bases))
+
+
+def quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Float code values to integer planes: NaN -> 0, round half to even, clamp to ``0 .. m``."""
+    m = max_code(bits)
+    x = torch.nan_to_num(x, nan=0.0, posinf=float(m), neginf=0.0)
+    return x.round_().clamp_(0, m).to(plane_dtype(bits))
+
+
+def unpack_upscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
+                   bits: int, scale: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Network residual + bilinear base -> output planes (the upsampler's unpack).
+
+    Args:
+        residual: ``(N, 6 s^2, ceil(H/2), ceil(W/2))`` float32/float16/bfloat16, normalised units
+            (a residual of ``r`` adds ``r * m / 2`` code values).
+        y, u, v: the low-resolution input planes ``(N, H, W)`` and ``(N, ceil(H/2), ceil(W/2))``.
+        bits: bit depth of input and output.
+        scale: the upscale factor ``s``.
+
+    Returns:
+        Y ``(N, sH, sW)`` and U, V ``(N, ceil(sH/2), ceil(sW/2))``, uint8 for 8 bits, uint16
+        otherwise: for each sample ``q(base + float32(r) * (m / 2))`` where ``q`` is
+        :func:`quantize` and ``r`` is the residual sample that :func:`residual_to_planes` places
+        there.
+    """
+    return tuple(quantize(p, bits) for p in upscale_planes_float(residual, y, u, v, bits=bits, scale=scale))

@@ -1,0 +1,69 @@
+"""vsr-bench sr on a tiny synthetic set, and the shipped weights on Set5 when the data is present."""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from encoder.bench import main, sr_case
+from tests.conftest import SHARED_DATA, smooth_rgb
+from tests.unit.test_models import randomised
+from vsr_plugin.models import PRESETS, Upsampler, UpsamplerConfig, save_upsampler, shipped_models
+
+
+@pytest.fixture
+def bench_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "Tiny").mkdir(parents=True)
+    for i, (h, w) in enumerate(((64, 48), (51, 77))):  # one odd size: crop to a multiple of 2
+        Image.fromarray(smooth_rgb(h, w, seed=10 + i)).save(root / "Tiny" / f"t{i}.png")
+    return root
+
+
+def test_protocol_geometry():
+    lr, hr = sr_case(smooth_rgb(51, 77, seed=0), 2)
+    assert (hr.height, hr.width) == (50, 76) and (lr.height, lr.width) == (25, 38)
+    assert lr.u.shape == (13, 19)
+
+
+def test_bench_sr_writes_json_and_markdown(bench_root, tmp_path, capsys):
+    zero = tmp_path / "zero"
+    save_upsampler(zero, Upsampler(PRESETS["fast"]))  # the bilinear base
+    trained = tmp_path / "rand"
+    save_upsampler(trained, randomised(UpsamplerConfig(channels=16, blocks=1)))
+    out = tmp_path / "out"
+    argv = ["sr", "--data", str(bench_root), "--sets", "Tiny", "--models", f"{zero},{trained}", "--out", str(out),
+            "--quiet", "--save-images", str(tmp_path / "img")]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| bicubic (PIL, a=-0.5) |" in table and "ms/frame" in table
+    data = json.loads((out / "sr_x2.json").read_text())
+    res = data["results"]
+    assert set(res) == {"bicubic", "lanczos", str(zero), str(trained)}
+    for r in res.values():
+        assert 20 < r["sets"]["Tiny"]["psnr_y"] < 60 and 0 < r["sets"]["Tiny"]["ssim_y"] <= 1
+        assert r["sets"]["Tiny"]["images"] == 2
+    assert res[str(zero)]["params"] == sum(p.numel() for p in Upsampler(PRESETS["fast"]).parameters())
+    assert res[str(zero)]["cpu_ms_960x540"] > 0 and data["speed"]["torch_bicubic_ms"] > 0
+    assert (out / "sr_x2.md").read_text().count("\n|") >= 5
+    assert (tmp_path / "img" / "Tiny" / "bicubic" / "t1.png").is_file()
+    assert Image.open(tmp_path / "img" / "Tiny" / "zero" / "t1.png").size == (76, 50)
+
+
+def test_missing_set_is_a_clear_error(bench_root, capsys):
+    assert main(["sr", "--data", str(bench_root), "--sets", "Set5", "--quiet"]) == 2
+    assert "benchmark set 'Set5' not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "Set5").is_dir(), reason="shared data not present")
+@pytest.mark.skipif("x2-default" not in shipped_models(), reason="no shipped weights")
+def test_shipped_default_meets_its_set5_floor(tmp_path):
+    """A regression floor for the shipped weights (the README's model card states the exact figure)."""
+    assert main(["sr", "--data", str(SHARED_DATA), "--sets", "Set5", "--no-speed", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "sr_x2.json").read_text())["results"]
+    assert res["x2-default"]["sets"]["Set5"]["psnr_y"] >= 36.8
+    assert res["x2-fast"]["sets"]["Set5"]["psnr_y"] >= res["bicubic"]["sets"]["Set5"]["psnr_y"] + 2.5
+    assert not math.isnan(res["lanczos"]["sets"]["Set5"]["psnr_y"])

@@ -1,0 +1,137 @@
+import json
+
+import pytest
+import torch
+
+import kernels
+from tests.conftest import random_planes
+from vsr_plugin.engine import Upscaler
+from vsr_plugin.models import (PRESETS, CheckpointError, PooledSelfAttention, Upsampler, UpsamplerConfig,
+                               load_upsampler, save_upsampler)
+
+
+def randomised(config: UpsamplerConfig, seed: int = 0) -> Upsampler:
+    torch.manual_seed(seed)
+    net = Upsampler(config)
+    torch.nn.init.normal_(net.tail.weight, std=0.02)
+    return net.eval()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_fresh_network_returns_the_bilinear_base(preset):
+    """The tail starts at zero, so an untrained upsampler is exactly the bilinear base."""
+    net = Upsampler(PRESETS[preset])
+    y, u, v = random_planes(1, 13, 10, 8)
+    out = Upscaler(net, device="cpu").upscale_planes(y, u, v, bits=8)
+    zero = torch.zeros(1, 24, 7, 5)
+    for a, b in zip(out, kernels.unpack_upscale(zero, y, u, v, bits=8, scale=2)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_scales_construct_and_run(scale):
+    net = randomised(UpsamplerConfig(scale=scale, channels=16, blocks=2))
+    packed = kernels.pack(*random_planes(2, 11, 6, 10), bits=10)
+    assert net(packed).shape == (2, 6 * scale * scale, 6, 3)
+    y, u, v = Upscaler(net, device="cpu").upscale_planes(*random_planes(2, 11, 6, 10), bits=10)
+    assert y.shape == (2, 11 * scale, 6 * scale) and u.shape == (2, (11 * scale + 1) // 2, 3 * scale)
+    assert y.dtype == torch.uint16
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="scale must be"):
+        UpsamplerConfig(scale=1)
+    with pytest.raises(ValueError, match="unknown upsampler config keys: depth"):
+        UpsamplerConfig.from_dict({"depth": 3})
+
+
+def test_attention_block_starts_as_identity_and_mixes_globally():
+    att = PooledSelfAttention(16, pool=4)
+    x = torch.randn(2, 16, 13, 22)  # not a multiple of the pool
+    assert torch.equal(att(x), x)
+    with torch.no_grad():
+        att.gamma.fill_(1.0)
+    y = att(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    x2 = x.clone()
+    x2[:, :, 12, 21] += 5.0  # far corner
+    assert not torch.allclose(att(x2)[:, :, 0, 0], y[:, :, 0, 0])  # reaches the opposite corner
+
+
+def test_attention_switch_in_config_changes_reach():
+    far = lambda net: _corner_influence(net)  # noqa: E731
+    plain = randomised(UpsamplerConfig(channels=16, blocks=2))
+    att = randomised(UpsamplerConfig(channels=16, blocks=2, attention=True, attention_pool=4))
+    with torch.no_grad():
+        next(m for m in att.modules() if isinstance(m, PooledSelfAttention)).gamma.fill_(1.0)
+    assert plain.receptive_radius == 4 and att.receptive_radius is None
+    assert far(plain) == 0.0
+    assert far(att) > 0.0
+
+
+def _corner_influence(net: Upsampler) -> float:
+    x = torch.zeros(1, 6, 24, 24)
+    x2 = x.clone()
+    x2[:, :, -1, -1] = 1.0
+    with torch.no_grad():
+        return float((net(x2)[:, :, 0, 0] - net(x)[:, :, 0, 0]).abs().max())
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = randomised(UpsamplerConfig(channels=16, blocks=2, attention=True))
+    save_upsampler(tmp_path / "m", net, training={"steps": 5})
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["format"] == "vsr-weights" and meta["format_version"] == 1 and meta["kind"] == "upsampler"
+    assert meta["config"]["channels"] == 16 and meta["config"]["scale"] == 2 and meta["training"] == {"steps": 5}
+    loaded, info = load_upsampler(tmp_path / "m.safetensors")
+    assert info.sha256 == meta["sha256"] and info.training["steps"] == 5
+    for (k, a), (k2, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert not any(p.suffix in (".pt", ".pth", ".pkl") for p in tmp_path.iterdir())
+
+
+def _saved(tmp_path):
+    net = randomised(UpsamplerConfig(channels=16, blocks=2))
+    save_upsampler(tmp_path / "m", net)
+    return tmp_path / "m.safetensors", tmp_path / "m.json"
+
+
+def _edit(meta_path, **changes):
+    meta = json.loads(meta_path.read_text())
+    meta.update(changes)
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"format_version": 2}, "format version 2 is not supported"),
+    ({"format": "something-else"}, "not a vsr weights file"),
+    ({"kind": "downsampler"}, "holds a 'downsampler' network"),
+    ({"config": {"channels": 32, "blocks": 2, "scale": 2}}, "do not fit the architecture"),
+    ({"config": {"channels": 16, "blocks": 2, "scale": 2, "width": 3}}, "unknown upsampler config keys"),
+    ({"config": {"channels": 16, "blocks": 2, "scale": 4}}, "an x4 model"),
+])
+def test_checkpoint_refuses_mismatched_metadata(tmp_path, change, message):
+    weights, meta = _saved(tmp_path)
+    _edit(meta, **change)
+    with pytest.raises(CheckpointError, match=message):
+        load_upsampler(weights)
+
+
+def test_checkpoint_refuses_tampered_weights_and_missing_sidecar(tmp_path):
+    weights, meta = _saved(tmp_path)
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="do not match their metadata"):
+        load_upsampler(weights)
+    meta.unlink()
+    with pytest.raises(CheckpointError, match="metadata file missing"):
+        load_upsampler(weights)
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_upsampler(tmp_path / "x")
+
+
+def test_unknown_model_name_lists_shipped():
+    with pytest.raises(CheckpointError, match="not a shipped model"):
+        load_upsampler("no-such-model")

@@ -1,0 +1,169 @@
+"""Inference engine: YUV planes in, upscaled YUV planes out.
+
+Runs pack -> network -> unpack on a chosen device and dtype, batches frames, and tiles large
+frames spatially with an overlap wide enough that tiled and untiled outputs agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import kernels
+
+from .models import CheckpointInfo, Upsampler, load_upsampler
+from .yuv import Frame
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA GPU")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    """How the network runs.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` means fp16 on CUDA and fp32 on CPU.
+        batch: frames per network call.
+        tile: tile edge in input luma pixels (even, >= 16), or ``None`` for whole frames.
+        tile_overlap: context around each tile, in packed cells (2 input pixels each); ``None``
+            uses the network's receptive radius, which makes tiling exact up to float rounding.
+        backend: kernel backend for pack/unpack (see :mod:`kernels`).
+    """
+
+    device: str = "auto"
+    dtype: str | None = None
+    batch: int = 4
+    tile: int | None = None
+    tile_overlap: int | None = None
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.batch < 1:
+            raise ValueError(f"batch must be >= 1, got {self.batch}")
+        if self.tile is not None and (self.tile < 16 or self.tile % 2):
+            raise ValueError(f"tile must be an even number of pixels >= 16, got {self.tile}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {self.tile_overlap}")
+        if self.backend not in kernels.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(kernels.BACKENDS)}, got {self.backend!r}")
+
+
+class Upscaler:
+    """Upscale YUV 4:2:0 frames with a trained :class:`~vsr_plugin.models.Upsampler`.
+
+    >>> up = Upscaler("fast", device="cpu")
+    >>> big = up.upscale(frame)          # Frame -> Frame, 2x in each dimension
+
+    Args:
+        model: shipped model name (``"default"``, ``"fast"``), a weights path, or an
+            :class:`Upsampler` instance.
+        scale: upscale factor of the weights to load.
+        **options: fields of :class:`EngineOptions`.
+    """
+
+    def __init__(self, model: str | Path | Upsampler = "default", *, scale: int = 2, **options) -> None:
+        self.options = EngineOptions(**options)
+        self.device = resolve_device(self.options.device)
+        self.dtype = DTYPES[self.options.dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
+        if isinstance(model, Upsampler):
+            net, self.info = copy.deepcopy(model), None  # the caller's module stays as it was
+        else:
+            net, self.info = load_upsampler(model, scale=scale)
+        self.scale = net.scale
+        self.net = net.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        radius = net.receptive_radius
+        if self.options.tile is not None and radius is None and self.options.tile_overlap is None:
+            warnings.warn("this model uses global attention: tiled output differs from whole-frame output",
+                          stacklevel=2)
+        self.overlap = self.options.tile_overlap if self.options.tile_overlap is not None else (radius or 8)
+
+    @property
+    def model_info(self) -> CheckpointInfo | None:
+        return self.info
+
+    def __repr__(self) -> str:
+        name = self.info.name if self.info else "custom"
+        return f"Upscaler({name}, x{self.scale}, {self.device}, {str(self.dtype).removeprefix('torch.')})"
+
+    # --- tensors ----------------------------------------------------------------------------
+
+    def _network(self, packed: torch.Tensor) -> torch.Tensor:
+        packed = packed.contiguous(memory_format=torch.channels_last)
+        tile = self.options.tile
+        _, _, h, w = packed.shape
+        if tile is None or (h <= tile // 2 and w <= tile // 2):
+            return self.net(packed)
+        cells, o = tile // 2, self.overlap
+        out = None
+        for i0 in range(0, h, cells):
+            for j0 in range(0, w, cells):
+                i1, j1 = min(i0 + cells, h), min(j0 + cells, w)
+                a0, b0 = max(i0 - o, 0), max(j0 - o, 0)
+                part = self.net(packed[:, :, a0:min(i1 + o, h), b0:min(j1 + o, w)])
+                if out is None:
+                    out = packed.new_empty((packed.shape[0], part.shape[1], h, w))
+                out[:, :, i0:i1, j0:j1] = part[:, :, i0 - a0:i1 - a0, j0 - b0:j1 - b0]
+        return out
+
+    @torch.inference_mode()
+    def upscale_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched planes ``(N, H, W)``/``(N, ceil(H/2), ceil(W/2))`` -> upscaled planes (same device
+        as the engine; integer dtype per :func:`kernels.plane_dtype`)."""
+        y, u, v = (p.to(self.device, non_blocking=True) for p in (y, u, v))
+        packed = kernels.pack(y, u, v, bits=bits, block=2, dtype=self.dtype, backend=self.options.backend)
+        residual = self._network(packed)
+        return kernels.unpack_upscale(residual, y, u, v, bits=bits, scale=self.scale, backend=self.options.backend)
+
+    # --- frames -----------------------------------------------------------------------------
+
+    def upscale_frames(self, frames: Iterable[Frame]) -> list[Frame]:
+        """Upscale frames, ``batch`` at a time (consecutive frames of one size share a batch)."""
+        out: list[Frame] = []
+        pending: list[Frame] = []
+        for frame in frames:
+            if pending and (frame.y.shape != pending[0].y.shape or frame.bits != pending[0].bits):
+                out += self._run_batch(pending)
+                pending = []
+            pending.append(frame)
+            if len(pending) == self.options.batch:
+                out += self._run_batch(pending)
+                pending = []
+        if pending:
+            out += self._run_batch(pending)
+        return out
+
+    def upscale(self, frame: Frame) -> Frame:
+        return self._run_batch([frame])[0]
+
+    def _run_batch(self, frames: Sequence[Frame]) -> list[Frame]:
+        bits = frames[0].bits
+        planes = [torch.from_numpy(np.stack([f.planes[k] for f in frames])) for k in range(3)]
+        y, u, v = (p.cpu().numpy() for p in self.upscale_planes(*planes, bits=bits))
+        return [f.with_planes(y[i], u[i], v[i]) for i, f in enumerate(frames)]

@@ -1,0 +1,64 @@
+"""Networks, their configs and their checkpoints.
+
+Shipped weights live in ``vsr_plugin/weights`` as ``x{scale}-{name}.safetensors`` + ``.json``;
+``load_upsampler("default")`` finds them, and any other argument is taken as a path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import (CheckpointError, CheckpointInfo, load_into, load_state, read_info, save_checkpoint,
+                         sidecar_paths)
+from .layers import PooledSelfAttention
+from .upsampler import PRESETS, Upsampler, UpsamplerConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+UPSAMPLER = "upsampler"
+
+__all__ = ["CheckpointError", "CheckpointInfo", "PRESETS", "PooledSelfAttention", "Upsampler", "UpsamplerConfig",
+           "WEIGHTS_DIR", "load_upsampler", "resolve_weights", "save_upsampler", "shipped_models", "read_info"]
+
+
+def shipped_models(kind: str = UPSAMPLER) -> list[str]:
+    """Names of the shipped weight files of one kind, e.g. ``["x2-default", "x2-fast"]``."""
+    names = []
+    for meta in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            if read_info(meta).kind == kind:
+                names.append(meta.stem)
+        except CheckpointError:
+            continue
+    return names
+
+
+def resolve_weights(model: str | Path, *, scale: int = 2) -> Path:
+    """A shipped model name (``"default"``, ``"fast"``, ``"x2-default"``) or a path -> weights path."""
+    text = str(model)
+    for candidate in (WEIGHTS_DIR / f"x{scale}-{text}", WEIGHTS_DIR / text):
+        if sidecar_paths(candidate)[1].is_file():
+            return sidecar_paths(candidate)[0]
+    path = Path(model)
+    if sidecar_paths(path)[1].is_file() or sidecar_paths(path)[0].is_file():
+        return sidecar_paths(path)[0]
+    shipped = ", ".join(shipped_models()) or "none"
+    raise CheckpointError(f"no model {text!r}: not a shipped model (shipped: {shipped}) nor an existing weights file")
+
+
+def load_upsampler(model: str | Path = "default", *, scale: int = 2) -> tuple[Upsampler, CheckpointInfo]:
+    """Build an :class:`Upsampler` from shipped or saved weights (on CPU, eval mode)."""
+    path = resolve_weights(model, scale=scale)
+    info, tensors = load_state(path, kind=UPSAMPLER)
+    try:
+        config = UpsamplerConfig.from_dict(info.config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad architecture config in metadata ({e})") from None
+    if config.scale != scale:
+        raise CheckpointError(f"{path}: an x{config.scale} model, but x{scale} was requested")
+    net = Upsampler(config)
+    load_into(net, tensors, path)
+    return net.eval(), info
+
+
+def save_upsampler(path: str | Path, net: Upsampler, *, training: dict | None = None) -> tuple[Path, Path]:
+    return save_checkpoint(path, net, kind=UPSAMPLER, config=net.config.to_dict(), training=training)

@@ -1,0 +1,104 @@
+"""The YUV-native residual super-resolution network."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import PooledSelfAttention, conv3x3
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpsamplerConfig:
+    """Architecture of an :class:`Upsampler`.
+
+    Args:
+        scale: upscale factor ``s`` (2 is trained and shipped; 3 and 4 construct and run).
+        channels: feature width at the packed grid.
+        blocks: number of ``channels -> channels`` 3x3 convolutions between head and tail.
+        attention: insert a :class:`PooledSelfAttention` block in the middle of the body.
+        attention_pool: its pooling window ``p``.
+    """
+
+    scale: int = 2
+    channels: int = 48
+    blocks: int = 5
+    attention: bool = False
+    attention_pool: int = 8
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.scale <= 8:
+            raise ValueError(f"scale must be 2..8, got {self.scale}")
+        if self.channels < 8:
+            raise ValueError(f"channels must be >= 8, got {self.channels}")
+        if self.blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {self.blocks}")
+        if self.attention_pool < 1:
+            raise ValueError(f"attention_pool must be >= 1, got {self.attention_pool}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> UpsamplerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown upsampler config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "fast": UpsamplerConfig(channels=32, blocks=3),
+    "default": UpsamplerConfig(channels=48, blocks=5),
+}
+
+
+class Upsampler(nn.Module):
+    """Residual YUV 4:2:0 super-resolution at the packed (quarter-area) grid.
+
+    Input is the packed low-resolution frame (``kernels.pack`` with ``block=2``): 6 channels
+    (four luma phases, U, V) at ``(ceil(H/2), ceil(W/2))``, normalised to [-1, 1]. Output is the
+    residual, ``6 s^2`` channels on the same grid (``4 s^2`` luma, ``s^2`` U, ``s^2`` V), which
+    ``kernels.unpack_upscale`` adds to a bilinear base. All convolutions run at the packed grid,
+    a quarter of the low-resolution luma area, so each 3x3 kernel sees a 6x6 luma window::
+
+        packed (6) -> conv3x3 -> ReLU -> [conv3x3 -> ReLU] x blocks (+ attention) -> conv3x3 -> residual (6 s^2)
+
+    The tail starts at zero, so an untrained network returns the bilinear base exactly.
+    No batch norm: the network is fully convolutional and any frame size works.
+    """
+
+    def __init__(self, config: UpsamplerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        layers: list[nn.Module] = [conv3x3(6, c), nn.ReLU(inplace=True)]
+        for i in range(config.blocks):
+            if config.attention and i == config.blocks // 2:
+                layers.append(PooledSelfAttention(c, config.attention_pool))
+            layers += [conv3x3(c, c), nn.ReLU(inplace=True)]
+        if config.attention and config.blocks == 0:
+            layers.append(PooledSelfAttention(c, config.attention_pool))
+        self.body = nn.Sequential(*layers)
+        self.tail = conv3x3(c, 6 * config.scale ** 2)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    @property
+    def receptive_radius(self) -> int | None:
+        """Cells of context each output cell depends on, or None when attention makes it global."""
+        if self.config.attention:
+            return None
+        return self.config.blocks + 2
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        """``(N, 6, h, w)`` packed input -> ``(N, 6 s^2, h, w)`` residual, same dtype."""
+        return self.tail(self.body(packed))
