@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	[ -x $(PY) ] || $$py -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# vspipe finds this venv's Python through VapourSynth's per-user config (adds one entry)
+	$(VENV)/bin/vapoursynth config >/dev/null
 	@touch $(STAMP)
 
 # The image benchmark on Set5 (from ../shared/data, or VSR_DATA), saving the upscaled images.

@@ -1,0 +1,28 @@
+"""vsr: a learned 2x enhancement layer for ordinary video codecs.
+
+Core (always importable, CPU-only machines included): :mod:`vsr_plugin.yuv` (planes and
+colorimetry), :mod:`vsr_plugin.models` (networks, checkpoints), :mod:`vsr_plugin.engine`
+(:class:`~vsr_plugin.engine.Upscaler`). The VapourSynth filters are loaded on first use so that
+importing vsr never needs VapourSynth::
+
+    import vsr_plugin
+    clip = vsr_plugin.upscale(clip)          # YUV420P8 / YUV420P10, 2x
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_VAPOURSYNTH = ("upscale", "source")
+
+
+def __getattr__(name: str):
+    if name in _VAPOURSYNTH:
+        from . import vapoursynth_filter
+
+        return getattr(vapoursynth_filter, name)
+    raise AttributeError(f"module 'vsr_plugin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_VAPOURSYNTH))

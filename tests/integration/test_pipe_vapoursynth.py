@@ -1,0 +1,153 @@
+"""The y4m pipe between real ffmpeg processes, and the VapourSynth filter through vspipe and in-process."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import pytest
+
+from tests.media_helpers import make_clip, read_back
+from vsr_plugin.ffmpeg_tools import command
+
+REPO = Path(__file__).resolve().parents[2]
+PIPE = [sys.executable, "-m", "vsr_plugin.cli", "pipe", "--upscale"]
+VSPIPE = Path(sys.executable).with_name("vspipe")
+
+
+def _y4m_bytes(src: Path) -> bytes:
+    return subprocess.run(command(ffmpeg.input(str(src)).output("pipe:", format="yuv4mpegpipe", strict=-1)),
+                          capture_output=True, check=True).stdout
+
+
+def test_ffmpeg_pipe_ffmpeg_chain(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=8, audio=True)
+    out = tmp_path / "out.mp4"
+    dec = subprocess.Popen(command(ffmpeg.input(str(src)).output("pipe:", format="yuv4mpegpipe")), stdout=subprocess.PIPE)
+    mid = subprocess.Popen(PIPE + ["--model", tiny_model], stdin=dec.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dec.stdout.close()
+    enc = subprocess.Popen(command(ffmpeg.input("pipe:", format="yuv4mpegpipe").output(str(out), vcodec="libx264")),
+                           stdin=mid.stdout, stderr=subprocess.PIPE)
+    mid.stdout.close()
+    assert enc.wait(timeout=180) == 0
+    assert mid.wait(timeout=10) == 0 and dec.wait(timeout=10) == 0
+    assert "stdin 96x64 -> stdout 192x128, 8 frames" in mid.stderr.read().decode()
+    b = read_back(out)
+    assert (b["width"], b["height"], b["frames"]) == (192, 128, 8)
+
+
+@pytest.mark.parametrize("pix_fmt,bits", [("yuv420p", 8), ("yuv420p10le", 10)])
+def test_pipe_stdout_is_exactly_y4m(tmp_path, tiny_model, pix_fmt, bits):
+    src = make_clip(tmp_path / "in.mkv", size=(37, 21), frames=3, vcodec="ffv1", pix_fmt=pix_fmt, audio=False)
+    proc = subprocess.run(PIPE + ["--model", tiny_model], input=_y4m_bytes(src), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    data = proc.stdout
+    header = data[: data.index(b"\n") + 1]
+    assert header.startswith(b"YUV4MPEG2 W74 H42 ") and (b"C420p10" in header) == (bits == 10)
+    plane_bytes = (74 * 42 + 2 * 37 * 21) * (2 if bits == 10 else 1)
+    assert len(data) == len(header) + 3 * (len(b"FRAME\n") + plane_bytes)  # nothing but video
+
+
+def test_pipe_equals_the_file_path(tmp_path, tiny_model):
+    """Same frames through the pipe and through the engine directly."""
+    from vsr_plugin.engine import Upscaler
+    from vsr_plugin.media import VideoInput, TimedFrame
+
+    src = make_clip(tmp_path / "in.y4m", size=(40, 30), frames=2, vcodec="rawvideo", audio=False)
+    out = subprocess.run(PIPE + ["--model", tiny_model], input=src.read_bytes(), capture_output=True, timeout=120).stdout
+    (tmp_path / "out.y4m").write_bytes(out)
+    engine = Upscaler(tiny_model, device="cpu")
+    with VideoInput(src) as a, VideoInput(tmp_path / "out.y4m") as b:
+        fa = [t.frame for t in a.items() if isinstance(t, TimedFrame)]
+        fb = [t.frame for t in b.items() if isinstance(t, TimedFrame)]
+    assert len(fb) == 2
+    for x, y in zip(fa, fb):
+        want = engine.upscale(x)
+        assert all(np.array_equal(p, q) for p, q in zip(want.planes, y.planes))
+
+
+def test_pipe_input_ending_mid_frame_fails_clearly(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.y4m", size=(40, 30), frames=4, vcodec="rawvideo", audio=False)
+    data = src.read_bytes()
+    proc = subprocess.run(PIPE + ["--model", tiny_model, "-q"], input=data[:-500], capture_output=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.decode().strip().splitlines()
+    assert lines == ["vsr-transcode: error: y4m input ends mid-frame (1306 bytes of an incomplete frame), "
+                     "after 3 complete frames"]
+
+
+def test_pipe_rejects_garbage_on_stdin(tiny_model):
+    proc = subprocess.run(PIPE + ["--model", tiny_model], input=b"hello, not y4m\n" * 50, capture_output=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == b""
+    err = proc.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "not a readable y4m stream on stdin" in err[0]
+
+
+# --- VapourSynth -----------------------------------------------------------------------------------
+
+vs = pytest.importorskip("vapoursynth")
+
+
+@pytest.mark.skipif(not VSPIPE.exists(), reason="vspipe not installed")
+def test_vspipe_sample_script_into_ffmpeg(tmp_path):
+    out = tmp_path / "vs.mkv"
+    vsp = subprocess.Popen([str(VSPIPE), "-c", "y4m", str(REPO / "samples" / "upscale.vpy"), "-"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    enc = subprocess.Popen(command(ffmpeg.input("pipe:", format="yuv4mpegpipe").output(str(out), vcodec="ffv1")),
+                           stdin=vsp.stdout, stderr=subprocess.PIPE)
+    vsp.stdout.close()
+    assert enc.wait(timeout=600) == 0, enc.stderr.read().decode()
+    assert vsp.wait(timeout=10) == 0, vsp.stderr.read().decode()
+    b = read_back(out)
+    assert (b["width"], b["height"], b["frames"]) == (960, 540, 72)
+    assert b["pix_fmt"] == "yuv420p"
+
+
+def test_vs_upscale_keeps_props_and_matches_the_engine(tmp_path, tiny_model):
+    import vsr_plugin
+    from vsr_plugin.engine import Upscaler
+    from vsr_plugin.yuv import Frame
+
+    core = vs.core
+    src_file = make_clip(tmp_path / "in.mkv", size=(48, 32), frames=3, rate=30000 / 1001, vcodec="ffv1",
+                         pix_fmt="yuv420p10le", audio=False)
+    clip = vsr_plugin.source(str(src_file))
+    clip = core.std.SetFrameProps(clip, _Matrix=1, _Transfer=1, _Primaries=1, _Range=0, _FieldBased=0,
+                                  _SARNum=4, _SARDen=3, _ChromaLocation=0)
+    up = vsr_plugin.upscale(clip, model=tiny_model, device="cpu", num_streams=2)
+    assert (up.width, up.height, up.format.id, up.num_frames) == (96, 64, vs.YUV420P10, 3)
+    src, out = clip.get_frame(1), up.get_frame(1)
+    assert dict(out.props) == dict(src.props)
+    assert out.props["_DurationNum"] == 1001 and out.props["_DurationDen"] == 30000
+    assert out.props["_SARNum"] == 4 and out.props["_Range"] == 0
+    frame = Frame(y=np.asarray(src[0]).copy(), u=np.asarray(src[1]).copy(), v=np.asarray(src[2]).copy(), bits=10)
+    want = Upscaler(tiny_model, device="cpu").upscale(frame)
+    for i in range(3):
+        assert np.array_equal(np.asarray(out[i]), want.planes[i])
+    assert len(list(up.frames())) == 3  # concurrent requests through the stream pool
+
+
+@pytest.mark.parametrize("fmt", ["RGB24", "YUV444P8", "YUV420P16", "GRAY8"])
+def test_vs_rejects_other_formats_with_the_accepted_ones(fmt, tiny_model):
+    import vsr_plugin
+
+    clip = vs.core.std.BlankClip(width=16, height=16, format=getattr(vs, fmt))
+    with pytest.raises(vs.Error, match=f"clip format {clip.format.name} is not supported; accepted: YUV420P8, YUV420P10"):
+        vsr_plugin.upscale(clip, model=tiny_model)
+
+
+def test_vs_source_reads_frames_in_any_order(tmp_path):
+    import vsr_plugin
+    from vsr_plugin.media import TimedFrame, VideoInput
+
+    src = make_clip(tmp_path / "in.mkv", size=(64, 48), frames=40, vcodec="ffv1", audio=False)
+    clip = vsr_plugin.source(str(src))
+    assert (clip.width, clip.height, clip.num_frames, clip.format.id) == (64, 48, 40, vs.YUV420P8)
+    with VideoInput(src) as inp:
+        frames = [t.frame for t in inp.items() if isinstance(t, TimedFrame)]
+    for n in (0, 39, 3, 38, 1):  # backwards beyond the cache forces a re-decode
+        f = clip.get_frame(n)
+        assert np.array_equal(np.asarray(f[0]), frames[n].y)
+        assert f.props["_Matrix"] == 1 and f.props["_Range"] == 0  # limited

@@ -1,0 +1,165 @@
+"""vsr-transcode --upscale on real files, decoded back and checked; every bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media_helpers import make_clip, read_back
+from vsr_plugin.cli import main
+
+CLI = [sys.executable, "-m", "vsr_plugin.cli"]
+
+
+def _no_leftovers(folder: Path, keep: set[str]) -> None:
+    extra = {p.name for p in folder.iterdir()} - keep
+    assert not extra, f"files left behind: {extra}"
+
+
+def test_upscale_keeps_audio_timestamps_and_tags(tmp_path, tiny_model, capsys):
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=12, audio=True, vfr=True)
+    assert main(["--upscale", str(src), "--model", tiny_model, "--batch", "3"]) == 0
+    out = tmp_path / "in.x2.mkv"  # default name, next to the input
+    a, b = read_back(src), read_back(out)
+    assert (b["width"], b["height"]) == (128, 96)
+    assert b["frames"] == a["frames"] == 12
+    assert b["times"] == pytest.approx(a["times"], abs=1e-3)  # variable frame rate kept
+    assert len(b["audio"]) == 1 and b["audio"][0][0] == "aac"
+    assert b["audio"][0][1] == pytest.approx(a["audio"][0][1], abs=0.03)
+    assert (b["colorspace"], b["primaries"], b["trc"], b["range"]) == (1, 1, 1, 1)
+    err = capsys.readouterr().err
+    assert "in.x2.mkv 128x96, 12 frames" in err
+
+
+def test_ten_bit_odd_size_in_ten_bit_out(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.mkv", size=(333, 199), frames=4, vcodec="ffv1", pix_fmt="yuv420p10le",
+                    audio=False)
+    out = tmp_path / "out.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--quiet", "--crf", "0"]) == 0
+    b = read_back(out)
+    assert (b["width"], b["height"], b["frames"], b["pix_fmt"]) == (666, 398, 4, "yuv420p10le")
+    assert int(b["first"].max()) > 255  # really 10-bit samples
+
+
+def test_pix_fmt_forces_8_bit_and_rotation_sar_survive(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.mp4", frames=3, pix_fmt="yuv420p10le", rotation=90, sar="4/3", audio=False)
+    out = tmp_path / "out.mp4"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--quiet",
+                 "--pix-fmt", "yuv420p", "--codec", "libx265", "--preset", "ultrafast"]) == 0
+    b = read_back(out)
+    assert b["pix_fmt"] == "yuv420p" and b["rotation"] == 90
+    assert (b["sar"].numerator, b["sar"].denominator) == (4, 3)
+
+
+def test_svtav1_and_bitrate(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.mp4", frames=3, audio=False)
+    out = tmp_path / "out.webm"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--quiet", "--codec", "libsvtav1",
+                 "--bitrate", "300k", "--preset", "12"]) == 0
+    assert read_back(out)["frames"] == 3
+
+
+# --- bad input: one line on stderr, non-zero exit, nothing left behind ------------------------
+
+def _one_error_line(capsys, needle: str) -> None:
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vsr-transcode: error:") and needle in lines[0], lines
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
+    _one_error_line(capsys, "no such file")
+    _no_leftovers(tmp_path, set())
+
+
+def test_not_a_video(tmp_path, capsys):
+    (tmp_path / "notes.mp4").write_text("this is text, not video\n" * 100)
+    assert main(["--upscale", str(tmp_path / "notes.mp4")]) == 2
+    _one_error_line(capsys, "not a readable video file")
+    _no_leftovers(tmp_path, {"notes.mp4"})
+
+
+def test_no_video_stream(tmp_path, capsys):
+    import ffmpeg
+    from vsr_plugin.ffmpeg_tools import run
+    run(ffmpeg.input("sine=duration=0.5", f="lavfi").output(str(tmp_path / "audio.m4a"), acodec="aac"))
+    assert main(["--upscale", str(tmp_path / "audio.m4a")]) == 2
+    _one_error_line(capsys, "no video stream")
+    _no_leftovers(tmp_path, {"audio.m4a"})
+
+
+def test_missing_output_directory(tmp_path, tiny_model, capsys):
+    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
+    assert main(["--upscale", str(src), "-o", str(tmp_path / "no" / "out.mkv"), "--model", tiny_model]) == 2
+    _one_error_line(capsys, "output directory does not exist")
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_model, capsys):
+    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
+    out = tmp_path / "out.mkv"
+    out.write_bytes(b"precious")
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model]) == 2
+    _one_error_line(capsys, "output exists (pass --overwrite")
+    assert out.read_bytes() == b"precious"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--overwrite", "-q"]) == 0
+    assert read_back(out)["frames"] == 2
+    _no_leftovers(tmp_path, {"in.mp4", "out.mkv"})
+
+
+def test_encoder_side_not_shipped_is_a_clear_error(tmp_path, capsys):
+    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
+    assert main([str(src)]) == 2
+    _one_error_line(capsys, "use --upscale")
+
+
+def test_truncated_file_finishes_with_a_warning(tmp_path, tiny_model, capsys):
+    """Policy: decode what is decodable, keep that output, warn on stderr, exit 0."""
+    src = make_clip(tmp_path / "full.y4m", size=(64, 48), frames=10, vcodec="rawvideo", audio=False, tags=False)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.y4m"
+    header = data.index(b"\n") + 1
+    frame = len(b"FRAME\n") + 64 * 48 * 3 // 2
+    cut.write_bytes(data[: header + 6 * frame + frame // 2])  # 6 whole frames and half of the 7th
+    out = tmp_path / "out.mkv"
+    assert main(["--upscale", str(cut), "-o", str(out), "--model", tiny_model, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: input is truncated or damaged (ends mid-frame ({frame // 2} bytes" in err
+    assert "output holds the 6 frames that decoded" in err
+    assert read_back(out)["frames"] == 6
+
+
+def test_truncated_mkv_keeps_decodable_frames(tmp_path, tiny_model, capsys):
+    src = make_clip(tmp_path / "full.mkv", size=(64, 48), frames=20, vcodec="ffv1", audio=False)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.mkv"
+    assert main(["--upscale", str(cut), "-o", str(out), "--model", tiny_model, "--quiet"]) == 0
+    n = read_back(out)["frames"]
+    assert 3 <= n < 20
+    assert f"the {n} frames that decoded" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=250, audio=True)
+    out = tmp_path / "out.mkv"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(CLI + ["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--batch", "1"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    # wait for the first progress line, i.e. frames are flowing and the partial output exists
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; no output written" in err and "Traceback" not in err
+    _no_leftovers(tmp_path, {"in.mp4"})

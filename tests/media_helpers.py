@@ -1,0 +1,70 @@
+"""Test clips made with ffmpeg (through ffmpeg-python and the bundled binary) and read back with PyAV."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import ffmpeg
+
+from vsr_plugin.ffmpeg_tools import run
+
+
+def make_clip(path: Path, *, size=(64, 48), frames=10, rate=25, pix_fmt="yuv420p", vcodec="libx264",
+              audio=True, tags=True, vfr=False, rotation=None, sar=None) -> Path:
+    w, h = size
+    # testsrc keeps odd sizes (testsrc2 rounds them to even)
+    video = ffmpeg.input(f"testsrc=size={w}x{h}:rate={rate}", f="lavfi", t=frames / rate).video
+    if vfr:  # uneven gaps: 40, 60, 40, 60, ... ms
+        video = video.filter("setpts", "(N*0.05 - 0.01*mod(N+1,2) + 0.01)/TB")
+    if sar:
+        video = video.filter("setsar", sar)
+    if tags:  # tag the frames; encoders write what the frames carry
+        video = video.filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")
+    streams = [video]
+    if audio:
+        streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=48000:duration={frames / rate}", f="lavfi").audio)
+    kwargs = {"vcodec": vcodec, "pix_fmt": pix_fmt}
+    if vcodec == "libx264":
+        kwargs.update(crf=18, preset="veryfast")
+    if audio:
+        kwargs.update(acodec="aac" if path.suffix != ".mkv" else "flac")
+    if vfr:
+        kwargs["fps_mode"] = "passthrough"
+    if rotation is not None:
+        tmp = path.with_name("norot_" + path.name)
+        run(ffmpeg.output(*streams, str(tmp), **kwargs))
+        run(ffmpeg.input(str(tmp), display_rotation=rotation).output(str(path), c="copy"))
+        tmp.unlink()
+    else:
+        run(ffmpeg.output(*streams, str(path), **kwargs))
+    return path
+
+
+def read_back(path: Path) -> dict:
+    """Everything the surface tests compare: geometry, frames, timestamps (s), tags, audio."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        cc = v.codec_context
+        frames = list(c.decode(v))
+        info = {
+            "width": cc.width, "height": cc.height, "frames": len(frames),
+            "times": [float(f.pts * f.time_base) for f in frames],
+            "pix_fmt": frames[0].format.name, "colorspace": cc.colorspace, "primaries": cc.color_primaries,
+            "trc": cc.color_trc, "range": cc.color_range, "rotation": frames[0].rotation,
+            "sar": v.sample_aspect_ratio, "first": frames[0].to_ndarray(),
+        }
+        audio = [s for s in c.streams if s.type == "audio"]
+        info["audio"] = [(a.codec_context.name, float(a.duration * a.time_base) if a.duration else None) for a in audio]
+    if info["audio"] and info["audio"][0][1] is None:  # Matroska: measure from packets
+        with av.open(str(path)) as c:
+            a = c.streams.audio[0]
+            last = max((p.pts + (p.duration or 0)) * p.time_base for p in c.demux(a) if p.pts is not None)
+            info["audio"] = [(a.codec_context.name, float(last))]
+    return info
+
+
+def rate_of(path: Path) -> Fraction:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].average_rate

@@ -1,0 +1,152 @@
+"""``vsr-transcode``: the command line.
+
+    vsr-transcode --upscale in.mp4 [-o out.mkv]      2x super-resolution of a video file
+    vsr-transcode pipe --upscale                     yuv4mpegpipe stdin -> stdout
+
+Errors are one line on stderr with a non-zero exit (2: bad input or usage, 1: failure while
+running, 130: interrupted); no partial output file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and runtime")
+    g.add_argument("--model", default="default", help="shipped model name (default, fast) or a weights path")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
+                   help="network precision (default: fp16 on CUDA, fp32 on CPU)")
+    g.add_argument("--batch", type=int, default=4, help="frames per network call")
+    g.add_argument("--tile", type=int, default=None, help="tile edge in input pixels, to bound memory on large frames")
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vsr-transcode", description="Learned 2x enhancement layer for ordinary video codecs.",
+        epilog="pipe mode: vsr-transcode pipe --upscale  (yuv4mpegpipe on stdin and stdout; see vsr-transcode pipe -h)")
+    p.add_argument("input", help="input video (mp4, mkv, webm, mov, y4m, ...)")
+    p.add_argument("-o", "--output", help="output file (default: INPUT.x2.mkv next to the input)")
+    p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
+    p.add_argument("--overwrite", "-y", action="store_true", help="replace an existing output")
+    g = p.add_argument_group("encoding")
+    g.add_argument("--codec", default="libx264", choices=["libx264", "libx265", "libsvtav1"])
+    g.add_argument("--crf", type=float, default=None, help="constant quality (default: x264 18, x265 20, SVT-AV1 30)")
+    g.add_argument("--bitrate", default=None, help="target bitrate instead of CRF, e.g. 4M or 2500k")
+    g.add_argument("--preset", default=None, help="encoder preset (e.g. medium, slow; SVT-AV1: 0-13)")
+    g.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le"], default=None,
+                   help="output pixel format (default: the input's bit depth)")
+    _add_engine_args(p)
+    _add_common_args(p)
+    p.add_argument("--version", action="version", version=f"vsr {__version__}")
+    return p
+
+
+def build_pipe_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vsr-transcode pipe",
+        description="Filter a yuv4mpegpipe stream from stdin to stdout (video only; logs on stderr). Example: "
+                    "ffmpeg -i in.mp4 -f yuv4mpegpipe - | vsr-transcode pipe --upscale | ffmpeg -i - -c:v libx264 out.mp4")
+    p.add_argument("--upscale", action="store_true", required=True, help="2x super-resolution")
+    _add_engine_args(p)
+    _add_common_args(p)
+    return p
+
+
+def parse_bitrate(text: str | None) -> int | None:
+    if text is None:
+        return None
+    units = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ValueError(f"bad bitrate {text!r}; use e.g. 2500k or 4M") from None
+    if value <= 0:
+        raise ValueError(f"bitrate must be positive, got {text!r}")
+    return int(value)
+
+
+def _engine(args: argparse.Namespace):
+    from .engine import Upscaler
+
+    return Upscaler(args.model, device=args.device, dtype=args.dtype, batch=args.batch, tile=args.tile)
+
+
+def _warn_truncated(result) -> None:
+    if result.truncated:
+        print(f"vsr-transcode: warning: input is truncated or damaged ({result.truncation_reason}); "
+              f"output holds the {result.frames} frames that decoded", file=sys.stderr)
+
+
+def run_transcode(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.upscale:
+        raise ValueError("the encoder side (learned 2x downscale to INPUT.vsr.mkv) needs the learned downsampler, "
+                         "which this version does not ship yet; use --upscale for 2x super-resolution")
+    from .media import EncodeOptions, check_input
+    from .transcode import check_output, default_output, upscale_file
+
+    encode = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, bitrate=parse_bitrate(args.bitrate),
+                           pix_fmt=args.pix_fmt)
+    output = Path(args.output) if args.output else default_output(args.input, 2)
+    check_input(args.input)  # before loading a model: bad paths fail fast
+    check_output(output, overwrite=args.overwrite, input_path=args.input)
+    result = upscale_file(args.input, output, lambda: _engine(args), encode, overwrite=args.overwrite,
+                          show_progress=not args.quiet)
+    _warn_truncated(result)
+    if not args.quiet:
+        print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)
+    return 0
+
+
+def run_pipe(argv: list[str]) -> int:
+    args = build_pipe_parser().parse_args(argv)
+    from .transcode import upscale_pipe
+
+    result = upscale_pipe(lambda: _engine(args), show_progress=not args.quiet)
+    if result.truncated:
+        print(f"vsr-transcode: error: y4m input {result.truncation_reason}, after {result.frames} complete frames",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    if not args.quiet:
+        print(result.summary(f"vsr-transcode pipe ({result.engine})"), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from .media import MediaError
+    from .models import CheckpointError
+
+    try:
+        if argv and argv[0] == "pipe":
+            return run_pipe(argv[1:])
+        return run_transcode(argv)
+    except (MediaError, CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"vsr-transcode: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        print("vsr-transcode: error: output pipe closed by the reader", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("vsr-transcode: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (RuntimeError, OSError) as e:
+        print(f"vsr-transcode: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""Media I/O with PyAV: decode any common container to YUV 4:2:0 frames, encode them back.
+
+In-process (no ffmpeg subprocess). Decoded frames become :class:`~vsr_plugin.yuv.Frame` values
+with their timestamps; other pixel formats are converted to 4:2:0 with a one-line notice.
+Encoding keeps timestamps (variable frame rate too), colorimetry, rotation and sample aspect
+ratio, and copies audio and subtitle streams packet for packet.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+
+from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
+
+CODECS = ("libx264", "libx265", "libsvtav1")
+PIX_FMTS = {"yuv420p": 8, "yuv420p10le": 10}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 30}
+PIPE_IN, PIPE_OUT = "pipe:0", "pipe:1"
+
+
+class MediaError(Exception):
+    """A media problem with a one-line explanation for the user."""
+
+
+def notice(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+# --- colorimetry between PyAV and vsr ----------------------------------------------------------
+
+# FFmpeg's AVChromaLocation: 0 unspecified, 1 left, 2 center, 3 topleft, 4 top, 5 bottomleft, 6 bottom
+_AV_CHROMA = {name: i + 1 for i, name in enumerate(CHROMA_LOCATIONS)}
+
+
+def colorimetry_of(stream: av.video.stream.VideoStream, frame: av.VideoFrame | None) -> Colorimetry:
+    """Stream-level tags, falling back to the first frame's where the stream leaves one unset."""
+    cc = stream.codec_context
+
+    def pick(name: str, frame_name: str | None = None) -> int:
+        value = int(getattr(cc, name) or 0)
+        if value in (0, 2) and frame is not None:  # 0/2: reserved/unspecified
+            value = int(getattr(frame, frame_name or name) or 0)
+        return value
+
+    matrix = pick("colorspace")
+    rng = pick("color_range")
+    loc = int(cc.chroma_sample_location or 0) or (int(frame.chroma_location or 0) if frame is not None else 0)
+    return Colorimetry(
+        matrix=matrix if 0 <= matrix <= 255 else 2,
+        transfer=pick("color_trc"),
+        primaries=pick("color_primaries"),
+        range="full" if rng == 2 else "limited",  # AVCOL_RANGE_JPEG == 2
+        chroma_location=CHROMA_LOCATIONS[loc - 1] if 1 <= loc <= 6 else "left",
+    )
+
+
+def apply_colorimetry(target, c: Colorimetry) -> None:
+    """Tag a codec context or a VideoFrame with ``c``."""
+    target.colorspace = c.matrix
+    target.color_trc = c.transfer
+    target.color_primaries = c.primaries
+    target.color_range = 2 if c.range == "full" else 1
+    if hasattr(target, "chroma_sample_location"):
+        target.chroma_sample_location = _AV_CHROMA[c.chroma_location]
+    elif hasattr(target, "chroma_location"):
+        target.chroma_location = _AV_CHROMA[c.chroma_location]
+
+
+# --- planes <-> av.VideoFrame -------------------------------------------------------------------
+
+def _plane_view(plane, dtype: np.dtype) -> np.ndarray:
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // itemsize)[:, : plane.width]
+
+
+def planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copies of the Y, U, V planes of a yuv420p or yuv420p10le frame."""
+    dtype = np.uint8 if frame.format.name == "yuv420p" else np.dtype("<u2")
+    return tuple(_plane_view(p, dtype).copy() for p in frame.planes[:3])
+
+
+def video_frame(frame: Frame) -> av.VideoFrame:
+    """A new yuv420p / yuv420p10le VideoFrame holding ``frame``'s planes and colour tags."""
+    fmt = "yuv420p" if frame.bits == 8 else "yuv420p10le"
+    out = av.VideoFrame(frame.width, frame.height, fmt)
+    for plane, data in zip(out.planes, frame.planes):
+        _plane_view(plane, data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype)[...] = data
+    apply_colorimetry(out, frame.colorimetry)
+    return out
+
+
+def convert_bits(frame: Frame, bits: int) -> Frame:
+    """Change bit depth: up by shifting, down by rounding (``(x + 2^(k-1)) >> k``, clamped)."""
+    if bits == frame.bits:
+        return frame
+    k = bits - frame.bits
+    out_dtype = np.uint8 if bits == 8 else np.uint16
+    if k > 0:
+        planes = [(p.astype(np.uint16) << k).astype(out_dtype) for p in frame.planes]
+    else:
+        m = (1 << bits) - 1
+        planes = [np.minimum((p.astype(np.uint32) + (1 << (-k - 1))) >> -k, m).astype(out_dtype) for p in frame.planes]
+    return Frame(y=planes[0], u=planes[1], v=planes[2], bits=bits, colorimetry=frame.colorimetry)
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimedFrame:
+    """A decoded picture and its presentation time (``pts`` in ``time_base`` units)."""
+
+    frame: Frame
+    pts: int
+    time_base: Fraction
+    index: int
+
+
+def check_input(path: str | Path) -> None:
+    """Cheap checks before anything expensive: the input exists and is a file."""
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"no such file: {path}")
+    if p.is_dir():
+        raise MediaError(f"is a directory, not a video file: {path}")
+
+
+class _CountingReader(io.RawIOBase):
+    """A byte stream that counts what it hands to the demuxer and keeps the first line.
+
+    FFmpeg's y4m demuxer silently drops a final, incomplete frame; comparing the bytes read with
+    what the complete frames account for reveals one."""
+
+    def __init__(self, raw) -> None:
+        super().__init__()
+        self.raw, self.count, self.head = raw, 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        if len(self.head) < 4096:
+            self.head += data[: 4096 - len(self.head)]
+        return n
+
+    def close(self) -> None:
+        if self.raw is not sys.stdin.buffer:
+            self.raw.close()
+        super().close()
+
+
+class VideoInput:
+    """An opened input with one video stream (the first), decoded to 4:2:0 :class:`Frame` values.
+
+    ``path`` is a file or :data:`PIPE_IN` (stdin, read as yuv4mpegpipe). Raises
+    :class:`MediaError` for a missing file, a file that is not media, or no video stream. After
+    iteration, ``truncated`` says whether decoding stopped at corrupt or missing data (for y4m: an
+    incomplete last frame) and ``truncation_reason`` says how.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._reader: _CountingReader | None = None
+        is_pipe = self.path == PIPE_IN
+        if not is_pipe:
+            check_input(path)
+        is_y4m = is_pipe or self.path.lower().endswith(".y4m")
+        try:
+            if is_y4m:
+                self._reader = _CountingReader(sys.stdin.buffer if is_pipe else open(self.path, "rb"))
+                self.container = av.open(self._reader, format="yuv4mpegpipe", buffer_size=1 << 20)
+            else:
+                self.container = av.open(self.path)
+        except av.error.FFmpegError as e:
+            what = "y4m stream on stdin" if is_pipe else "video file"
+            raise MediaError(f"not a readable {what}: {path} ({_reason(e)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise MediaError(f"no video stream in {path}")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        cc = self.stream.codec_context
+        if not cc.width or not cc.height:
+            self.container.close()
+            raise MediaError(f"video stream of {path} has no picture size (unsupported or corrupt)")
+        self.width, self.height = cc.width, cc.height
+        self.time_base = self.stream.time_base or Fraction(1, 25)
+        self.rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
+        self.truncated = False
+        self.truncation_reason = ""
+        self.frames_decoded = 0
+        self.bits: int | None = None
+        self.colorimetry: Colorimetry | None = None
+        self.rotation_matrix: list[int] | None = None
+        self.sample_aspect_ratio = self.stream.sample_aspect_ratio
+        self._notified: set[str] = set()
+        self._raw_frame_bytes: int | None = None
+
+    @property
+    def copy_streams(self) -> list:
+        """Audio and subtitle streams, to be copied unchanged."""
+        return [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+
+    @property
+    def frame_count_estimate(self) -> int | None:
+        if self.stream.frames:
+            return int(self.stream.frames)
+        if self.container.duration and self.rate:
+            return int(round(self.container.duration / 1_000_000 * float(self.rate)))
+        return None
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> VideoInput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _to_frame(self, frame: av.VideoFrame) -> Frame:
+        name = frame.format.name
+        if self._raw_frame_bytes is None:
+            sample = 2 if any(c.bits > 8 for c in frame.format.components) else 1
+            self._raw_frame_bytes = sample * sum(p.width * p.height for p in frame.planes)
+        if name not in PIX_FMTS:
+            deep = any(c.bits > 8 for c in frame.format.components)
+            target = "yuv420p10le" if deep else "yuv420p"
+            if name not in self._notified:
+                notice(f"converting {name} to {target} (vsr works on 4:2:0)")
+                self._notified.add(name)
+            frame = frame.reformat(format=target)
+            name = target
+        if self.colorimetry is None:
+            self.colorimetry = colorimetry_of(self.stream, frame)
+            self.bits = PIX_FMTS[name]
+            self.rotation_matrix = _display_matrix(frame)
+        y, u, v = planes_of(frame)
+        return Frame(y=y, u=u, v=v, bits=PIX_FMTS[name], colorimetry=self.colorimetry)
+
+    def items(self) -> Iterator[TimedFrame | av.Packet]:
+        """Decoded video frames and the packets of the streams to copy, in demux order.
+
+        A read or decode error after some frames ends the iteration and sets ``truncated``;
+        an error before the first frame raises :class:`MediaError`.
+        """
+        streams = [self.stream] + self.copy_streams
+        last_pts = None
+        step = max(1, int(round(1 / (self.rate * self.time_base)))) if self.rate else 1
+        try:
+            for packet in self.container.demux(streams):
+                if packet.stream.index != self.stream.index:
+                    if packet.dts is not None:
+                        yield packet
+                    continue
+                for frame in packet.decode():
+                    pts = frame.pts if frame.pts is not None else (0 if last_pts is None else last_pts + step)
+                    last_pts = pts
+                    yield TimedFrame(self._to_frame(frame), pts, self.time_base, self.frames_decoded)
+                    self.frames_decoded += 1
+        except (av.error.FFmpegError, EOFError) as e:
+            if self.frames_decoded == 0:
+                raise MediaError(f"cannot decode {self.path}: {_reason(e)}") from None
+            self.truncated = True
+            self.truncation_reason = _reason(e)
+        if self.frames_decoded == 0:
+            raise MediaError(f"no decodable video frames in {self.path}")
+        if self.stream.frames and self.frames_decoded < self.stream.frames:
+            self.truncated = True
+            self.truncation_reason = self.truncation_reason or f"{self.stream.frames} frames announced"
+        announced = self._announced_seconds()
+        if announced and last_pts is not None and not self.truncated:
+            start = self.stream.start_time or 0
+            decoded = float((last_pts - start) * self.time_base) + float(1 / self.rate)
+            if announced - decoded > 2 / float(self.rate) + 0.05:
+                self.truncated = True
+                self.truncation_reason = f"video ends at {decoded:.2f} s of {announced:.2f} s announced"
+        if self._reader is not None:
+            leftover = self._y4m_leftover()
+            if leftover:
+                self.truncated = True
+                self.truncation_reason = f"ends mid-frame ({leftover} bytes of an incomplete frame)"
+
+    def _announced_seconds(self) -> float | None:
+        """The video duration the container header promises (stream, Matroska tag or container)."""
+        if self.stream.duration:
+            return float(self.stream.duration * self.time_base)
+        tag = self.stream.metadata.get("DURATION")
+        if tag:
+            try:
+                h, m, sec = tag.split(":")
+                return int(h) * 3600 + int(m) * 60 + float(sec)
+            except ValueError:
+                pass
+        if self.container.duration and len(self.container.streams) == 1:
+            return self.container.duration / 1_000_000
+        return None
+
+    def _y4m_leftover(self) -> int:
+        """Bytes read beyond the header and the complete frames (each ``FRAME\\n`` + planes)."""
+        header = self._reader.head.find(b"\n") + 1
+        frame_bytes = len(b"FRAME\n") + (self._raw_frame_bytes or 0)
+        return max(0, self._reader.count - header - self.frames_decoded * frame_bytes)
+
+
+def _display_matrix(frame: av.VideoFrame) -> list[int] | None:
+    try:
+        sd = frame.side_data[av.sidedata.sidedata.Type.DISPLAYMATRIX]
+    except (KeyError, AttributeError, IndexError):
+        return None
+    return np.frombuffer(bytes(sd), "<i4").tolist()
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.split("; last error log:")[0].strip() or type(e).__name__
+
+
+# --- output --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeOptions:
+    """Base-codec settings for file output.
+
+    ``crf`` and ``bitrate`` (bits/s) are alternatives; with neither, the codec's default CRF
+    (x264 18, x265 20, SVT-AV1 30) is used. ``pix_fmt`` None keeps the input's bit depth.
+    """
+
+    codec: str = "libx264"
+    crf: float | None = None
+    preset: str | None = None
+    bitrate: int | None = None
+    pix_fmt: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.pix_fmt is not None and self.pix_fmt not in PIX_FMTS:
+            raise ValueError(f"pix_fmt must be one of {', '.join(PIX_FMTS)}, got {self.pix_fmt!r}")
+        if self.crf is not None and self.bitrate is not None:
+            raise ValueError("give either crf or bitrate, not both")
+        if self.bitrate is not None and self.bitrate <= 0:
+            raise ValueError(f"bitrate must be positive, got {self.bitrate}")
+
+    def codec_options(self) -> dict[str, str]:
+        opts: dict[str, str] = {}
+        if self.preset:
+            opts["preset"] = self.preset
+        if self.bitrate is None:
+            opts["crf"] = f"{self.crf if self.crf is not None else DEFAULT_CRF[self.codec]:g}"
+        if self.codec == "libx265":
+            opts["x265-params"] = "log-level=error"
+        return opts
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamInfo:
+    """What the output video stream must carry over from the input."""
+
+    width: int
+    height: int
+    bits: int
+    colorimetry: Colorimetry
+    time_base: Fraction
+    rate: Fraction
+    sample_aspect_ratio: Fraction | None = None
+    display_matrix: list[int] | None = None
+
+
+class VideoOutput:
+    """An output file: one encoded video stream plus copies of the input's audio/subtitle streams.
+
+    Write frames with :meth:`write` (``pts`` in the input's time base), copied packets with
+    :meth:`mux_copy`, then :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, info: StreamInfo, options: EncodeOptions,
+                 copy_streams: list | None = None, *, format: str | None = None) -> None:
+        self.info, self.options = info, options
+        self.bits = PIX_FMTS[options.pix_fmt] if options.pix_fmt else info.bits
+        try:
+            self.container = av.open(str(path), "w", format=format)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"cannot create {path}: {_reason(e)}") from None
+        try:
+            self.stream = self.container.add_stream(options.codec, rate=info.rate, options=options.codec_options())
+        except (av.error.FFmpegError, ValueError) as e:
+            self.container.close()
+            raise MediaError(f"cannot use encoder {options.codec}: {_reason(e)}") from None
+        cc = self.stream.codec_context
+        cc.width, cc.height = info.width, info.height
+        cc.pix_fmt = "yuv420p" if self.bits == 8 else "yuv420p10le"
+        cc.time_base = info.time_base
+        self.stream.time_base = info.time_base
+        if options.bitrate is not None:
+            cc.bit_rate = int(options.bitrate)
+        if info.sample_aspect_ratio:
+            cc.sample_aspect_ratio = info.sample_aspect_ratio
+        apply_colorimetry(cc, info.colorimetry)
+        if info.display_matrix is not None:
+            self.stream.set_display_matrix(info.display_matrix)
+        self.copies: dict[int, object] = {}
+        supported = self.container.supported_codecs
+        for s in copy_streams or []:
+            name = s.codec_context.name
+            if name not in supported:
+                notice(f"dropping {s.type} stream #{s.index} ({name}): {Path(str(path)).suffix or 'this container'} cannot hold it")
+                continue
+            self.copies[s.index] = self.container.add_stream_from_template(s)
+        self.frames_written = 0
+
+    def write(self, frame: Frame, pts: int) -> None:
+        vf = video_frame(convert_bits(frame, self.bits))
+        vf.pts = pts
+        vf.time_base = self.info.time_base
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def mux_copy(self, packet: av.Packet) -> None:
+        out = self.copies.get(packet.stream.index)
+        if out is not None:
+            packet.stream = out
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # already failing; the caller removes the file
+            pass
+
+
+class Y4MOutput:
+    """yuv4mpegpipe output (stdout by default), 8- or 10-bit, through PyAV's muxer."""
+
+    def __init__(self, path: str, info: StreamInfo) -> None:
+        self.info = info
+        self.container = av.open(path, "w", format="yuv4mpegpipe", options={"strict": "-1"})
+        self.stream = self.container.add_stream("wrapped_avframe", rate=info.rate)
+        cc = self.stream.codec_context
+        cc.width, cc.height = info.width, info.height
+        cc.pix_fmt = "yuv420p" if info.bits == 8 else "yuv420p10le"
+        cc.time_base = info.time_base
+        if info.sample_aspect_ratio:
+            cc.sample_aspect_ratio = info.sample_aspect_ratio
+        apply_colorimetry(cc, info.colorimetry)
+        self.frames_written = 0
+
+    def write(self, frame: Frame, pts: int) -> None:
+        vf = video_frame(frame)
+        vf.pts = self.frames_written  # y4m is constant-rate: one tick of 1/rate per frame
+        vf.time_base = 1 / self.info.rate
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def mux_copy(self, packet) -> None:  # y4m carries video only
+        pass
+
+    def close(self) -> None:
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass
+
+
+def stream_info(inp: VideoInput, first: Frame, *, scale: int = 1, size: tuple[int, int] | None = None) -> StreamInfo:
+    """Output stream parameters: the input's, with the picture scaled (or set to ``size``)."""
+    w, h = size if size else (first.width * scale, first.height * scale)
+    return StreamInfo(width=w, height=h, bits=first.bits, colorimetry=first.colorimetry,
+                      time_base=inp.time_base, rate=inp.rate,
+                      sample_aspect_ratio=inp.sample_aspect_ratio or None, display_matrix=inp.rotation_matrix)
+

@@ -1,0 +1,190 @@
+"""VapourSynth surface: ``vsr_plugin.upscale(clip)`` and a PyAV-backed ``vsr_plugin.source(path)``.
+
+The only module that imports :mod:`vapoursynth`. Frames are processed as VapourSynth requests
+them, on its worker threads; each of ``num_streams`` engines runs one frame at a time, so GPU
+work is serialised per stream while several streams overlap. Nothing is printed on stdout,
+which ``vspipe`` reserves for video.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import vapoursynth as vs
+
+from .engine import Upscaler, resolve_device
+from .media import MediaError, TimedFrame, VideoInput
+from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
+
+core = vs.core
+ACCEPTED = {vs.YUV420P8: 8, vs.YUV420P10: 10}
+ACCEPTED_NAMES = "YUV420P8, YUV420P10"
+
+# VapourSynth's _ChromaLocation: 0 left, 1 center, 2 topleft, 3 top, 4 bottomleft, 5 bottom
+_VS_CHROMA = {name: i for i, name in enumerate(CHROMA_LOCATIONS)}
+
+
+def _is_full_range(props) -> bool:
+    """``_Range`` (R74+: 1 full, 0 limited), else the older ``_ColorRange`` (0 full, 1 limited)."""
+    if "_Range" in props:
+        return int(props["_Range"]) == 1
+    return int(props.get("_ColorRange", 1)) == 0
+
+
+def _colorimetry(props) -> Colorimetry:
+    loc = int(props.get("_ChromaLocation", 0))
+    return Colorimetry(
+        matrix=int(props.get("_Matrix", 2)), transfer=int(props.get("_Transfer", 2)),
+        primaries=int(props.get("_Primaries", 2)),
+        range="full" if _is_full_range(props) else "limited",
+        chroma_location=CHROMA_LOCATIONS[loc] if 0 <= loc < len(CHROMA_LOCATIONS) else "left")
+
+
+def _read(frame: vs.VideoFrame, bits: int) -> Frame:
+    y, u, v = (np.asarray(frame[i]).copy() for i in range(3))
+    return Frame(y=y, u=u, v=v, bits=bits, colorimetry=_colorimetry(frame.props))
+
+
+def _write(frame: vs.VideoFrame, planes) -> None:
+    for i, data in enumerate(planes):
+        np.copyto(np.asarray(frame[i]), data)
+
+
+def _check_clip(clip, where: str) -> int:
+    if not isinstance(clip, vs.VideoNode):
+        raise vs.Error(f"{where}: expected a clip, got {type(clip).__name__}")
+    fmt = clip.format
+    if fmt is None or clip.width == 0 or clip.height == 0:
+        raise vs.Error(f"{where}: variable-format or variable-size clips are not supported; accepted: {ACCEPTED_NAMES}")
+    if fmt.id not in ACCEPTED:
+        raise vs.Error(f"{where}: clip format {fmt.name} is not supported; accepted: {ACCEPTED_NAMES}")
+    return ACCEPTED[fmt.id]
+
+
+def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", device: str = "auto",
+            dtype: str | None = None, tile: int | None = None, num_streams: int | None = None) -> vs.VideoNode:
+    """Upscale a YUV420P8 or YUV420P10 clip ``scale`` times with a vsr upsampler.
+
+    Args:
+        clip: constant-format YUV420P8 / YUV420P10 clip.
+        scale: upscale factor of the weights (2 is shipped).
+        model: shipped model name (``"default"``, ``"fast"``) or a weights path.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        dtype: ``fp32``, ``fp16`` or ``bf16`` (default: fp16 on CUDA, fp32 on CPU).
+        tile: tile edge in input pixels for large frames (None: whole frames).
+        num_streams: engines working concurrently (default: 2 on CUDA, 1 on CPU where torch already
+            uses every core for one frame).
+
+    Returns:
+        A clip of the same format at ``scale`` times the size; frame properties are copied
+        (colorimetry, ``_DurationNum``/``_DurationDen``, ``_FieldBased``, ``_SARNum``/``_SARDen``, ...).
+    """
+    bits = _check_clip(clip, "vsr_plugin.upscale")
+    try:
+        dev = resolve_device(device)
+        first = Upscaler(model, scale=scale, device=device, dtype=dtype, tile=tile, batch=1)
+    except Exception as e:  # vs.Error is what a VapourSynth user expects to see
+        raise vs.Error(f"vsr_plugin.upscale: {e}") from e
+    streams = num_streams or (2 if dev.type == "cuda" else 1)
+    if streams < 1:
+        raise vs.Error(f"vsr_plugin.upscale: num_streams must be >= 1, got {streams}")
+    pool: queue.Queue[Upscaler] = queue.Queue()
+    pool.put(first)
+    for _ in range(streams - 1):
+        pool.put(Upscaler(first.net, device=device, dtype=dtype, tile=tile, batch=1))
+
+    blank = core.std.BlankClip(clip, width=clip.width * first.scale, height=clip.height * first.scale, keep=True)
+
+    def render(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        src = f[1]
+        engine = pool.get()
+        try:
+            out = engine.upscale(_read(src, bits))
+        finally:
+            pool.put(engine)
+        dst = f[0].copy()
+        _write(dst, out.planes)
+        for key in list(dst.props.keys()):
+            del dst.props[key]
+        dst.props.update(src.props)
+        return dst
+
+    return core.std.ModifyFrame(blank, clips=[blank, clip], selector=render)
+
+
+class _Decoder:
+    """Frame-accurate random access over a sequential PyAV decoder: frames are decoded forward
+    and the most recent ones cached; a request behind the cache restarts from the beginning."""
+
+    def __init__(self, path: str, cache: int = 32) -> None:
+        self.path, self.cache_size = path, cache
+        self.lock = threading.Lock()
+        self.cache: OrderedDict[int, Frame] = OrderedDict()
+        self._open()
+
+    def _open(self) -> None:
+        self.input = VideoInput(self.path)
+        self.iter = (t for t in self.input.items() if isinstance(t, TimedFrame))
+        self.next_index = 0
+
+    def get(self, n: int) -> Frame:
+        with self.lock:
+            if n in self.cache:
+                return self.cache[n]
+            if n < self.next_index:
+                self.input.close()
+                self._open()
+            while self.next_index <= n:
+                item = next(self.iter, None)
+                if item is None:
+                    raise vs.Error(f"vsr_plugin.source: {self.path} has no frame {n}")
+                self.cache[self.next_index] = item.frame
+                self.next_index += 1
+                while len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+            return self.cache[n]
+
+
+def _count_frames(inp: VideoInput) -> int:
+    if inp.stream.frames:
+        return int(inp.stream.frames)
+    n = sum(1 for p in inp.container.demux(inp.stream) if p.size)
+    return n
+
+
+def source(path: str) -> vs.VideoNode:
+    """A clip from any file PyAV decodes (4:2:0 8/10-bit, other formats converted), with
+    colorimetry, duration and SAR frame properties. Meant for scripts and tests; for long-form
+    work, a seeking source plugin (bestsource, ffms2) is faster at random access."""
+    try:
+        probe = VideoInput(path)
+        length = _count_frames(probe)
+        probe.close()
+        dec = _Decoder(path)
+        first = dec.get(0)
+    except MediaError as e:
+        raise vs.Error(f"vsr_plugin.source: {e}") from None
+    fmt = vs.YUV420P8 if first.bits == 8 else vs.YUV420P10
+    rate = dec.input.rate
+    if first.width % 2 or first.height % 2:
+        raise vs.Error(f"vsr_plugin.source: {first.width}x{first.height} is odd-sized; VapourSynth's 4:2:0 needs even sizes")
+    blank = core.std.BlankClip(width=first.width, height=first.height, format=fmt, length=length,
+                               fpsnum=rate.numerator, fpsden=rate.denominator)
+    c = first.colorimetry
+    sar = dec.input.sample_aspect_ratio
+    props = {"_Matrix": c.matrix, "_Transfer": c.transfer, "_Primaries": c.primaries,
+             "_Range": 1 if c.range == "full" else 0, "_ChromaLocation": _VS_CHROMA[c.chroma_location],
+             "_FieldBased": 0, "_DurationNum": rate.denominator, "_DurationDen": rate.numerator}
+    if sar:
+        props.update(_SARNum=sar.numerator, _SARDen=sar.denominator)
+
+    def render(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        dst = f.copy()
+        _write(dst, dec.get(n).planes)
+        dst.props.update(props)
+        return dst
+
+    return core.std.ModifyFrame(blank, clips=blank, selector=render)
