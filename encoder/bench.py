@@ -1,5 +1,12 @@
 """``vsr-bench``: quality and speed measurements, with the conventional baselines beside them.
 
+Subcommands (each a thin adapter over its module; docs/benchmarks.md has the exact commands):
+
+* ``sr`` — image super-resolution on Set5/Set14/BSD100/Urban100 (below);
+* ``rd`` — video rate–distortion over CRF ladders, BD-rate, VMAF (:mod:`encoder.rd`);
+* ``make-clip`` — deterministic natural-motion test clips from photos (:mod:`encoder.clips`);
+* ``speed`` — fps and memory beside the conventional scalers (:mod:`encoder.speed`).
+
 ``vsr-bench sr`` — image super-resolution in the literature protocol::
 
     HR RGB -> crop to a multiple of the scale -> antialiased bicubic downscale in float RGB
@@ -28,12 +35,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vsr_plugin.engine import Upscaler
+from vsr_plugin.media import MediaError
 from vsr_plugin.models import CheckpointError, shipped_models
 from vsr_plugin.yuv import Frame, chroma_shape, frame_to_rgb, rgb_to_frame
 
-from . import metrics
+from . import clips, metrics, rd, speed
 from .data import bicubic_downscale_rgb, crop_to_multiple, list_images, load_rgb
 from .report import machine, markdown_table, write_report
+from .resample import resize_plane
 
 SETS = ("Set5", "Set14", "BSD100", "Urban100")
 BASELINES = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
@@ -53,12 +62,6 @@ def time_call(fn: Callable[[], object], *, repeat: int = 7, warmup: int = 2) -> 
         fn()
         times.append(time.perf_counter() - t)
     return 1000.0 * statistics.median(times)
-
-
-def resize_plane(plane: np.ndarray, height: int, width: int, resample: Image.Resampling, bits: int = 8) -> np.ndarray:
-    """Resize one plane in float with PIL's filter, rounded and clamped back to integer codes."""
-    im = Image.fromarray(plane.astype(np.float32), mode="F").resize((width, height), resample)
-    return np.clip(np.rint(np.asarray(im)), 0, (1 << bits) - 1).astype(plane.dtype)
 
 
 def baseline_upscale(frame: Frame, scale: int, resample: Image.Resampling) -> Frame:
@@ -193,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--save-images", default="", help="also write the upscaled images (RGB PNG) here")
     sr.add_argument("--quiet", action="store_true")
     sr.set_defaults(func=run_sr)
+    rd.add_parser(sub)
+    clips.add_parser(sub)
+    speed.add_parser(sub)
     return parser
 
 
@@ -202,12 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, CheckpointError, MediaError) as e:
         print(f"vsr-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vsr-bench: interrupted", file=sys.stderr)
+        print("vsr-bench: interrupted; no report written", file=sys.stderr)
         return 130
+    except (RuntimeError, OSError) as e:  # a tool failed while running (ffmpeg, an encoder, a metric check)
+        print(f"vsr-bench: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmark reports: one JSON file with every number and one Markdown table, written atomically."""
+"""Benchmark reports: one JSON file with every number, one Markdown table and any figures beside
+them, each written atomically."""
 
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def write_file(out_dir: str | Path, filename: str, data: bytes) -> Path:
+    """Write one more artefact of a report (e.g. a PNG plot) into ``out_dir``, atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    write_bytes_atomic(path, data)
+    return path
 
 
 def write_report(out_dir: str | Path, name: str, data: dict, markdown: str) -> tuple[Path, Path]:

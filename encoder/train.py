@@ -1,17 +1,17 @@
-"""``vsr-train``: train the YUV-native upsampler (``--mode sr``).
+"""``vsr-train``: train the upsampler alone (``--mode sr``) or the down/upsampler pair (``--mode joint``).
 
 One script for one GPU, the CPU, or many processes under ``torchrun`` (DDP; gloo on CPU, nccl
 on CUDA). Everything is configured by :class:`TrainConfig`: CLI flags mirror its fields, and
 ``--config FILE`` (JSON or TOML) supplies defaults that flags override.
 
-Per step (``sr`` mode)::
+Per step (``sr`` mode; ``joint`` is described in :mod:`encoder.tasks`)::
 
     HR crop --bicubic AA--> LR RGB --8 bit, BT.601 4:2:0--> LR planes --pack--> Upsampler
         --residual + bilinear base--> SR planes   vs  HR planes:  L1 (luma weighted over chroma)
 
-Output folder ``--out``: ``best.safetensors``/``best.json`` (shippable weights of the best
-validation epoch, with a training summary), ``state.*`` (everything needed to ``--resume``),
-``tb/`` (TensorBoard scalars and sample images) and ``summary.json``.
+Output folder ``--out``: shippable weights of the best validation epoch with a training summary
+(``best.*`` in sr mode; ``best-down.*`` and ``best-up.*`` in joint mode), ``state.*`` (everything
+needed to ``--resume``), ``tb/`` (TensorBoard scalars and sample images) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -40,13 +39,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 import kernels
 from vsr_plugin.atomic import atomic_output, write_bytes_atomic
-from vsr_plugin.models import PRESETS, Upsampler, load_upsampler, save_upsampler
-from vsr_plugin.yuv import Frame, frame_to_rgb
+from vsr_plugin.models import DOWN_PRESETS, PRESETS
 
-from . import metrics
-from .data import CropSampler, SRPair, list_images, load_pairs, split_validation
+from .data import CropSampler, list_images, load_pairs, split_validation
+from .tasks import JointTask, SRTask
 
-MODES = ("sr",)
+MODES = ("sr", "joint")
 AMP = ("auto", "none", "bf16", "fp16")
 
 
@@ -54,8 +52,8 @@ AMP = ("auto", "none", "bf16", "fp16")
 class TrainConfig:
     """Training run configuration (every field is also a ``--flag``)."""
 
-    mode: str = "sr"                 # sr: upsampler alone on bicubic-degraded images
-    model: str = "default"           # architecture preset: fast | default
+    mode: str = "sr"                 # sr: upsampler alone on bicubic-degraded images; joint: down + up
+    model: str = "default"           # upsampler architecture preset: fast | default
     scale: int = 2
     attention: bool = False          # add the pooled self-attention block to the preset
     data: str = "../shared/data/train"
@@ -79,7 +77,14 @@ class TrainConfig:
     patience: int = 0                # stop after this many epochs without improvement; 0 never
     seed: int = 0
     resume: bool = False             # continue from OUT/state.* if present
-    init: str = ""                   # start from these weights (name or path)
+    init: str = ""                   # start the upsampler from these weights (joint: default = shipped SR)
+    down_model: str = "default"      # joint: downsampler preset: fast | default
+    init_down: str = ""              # joint: start the downsampler from these weights
+    proxy_noise: float = 2.0         # joint: largest Gaussian noise sigma (8-bit codes); 0 off
+    proxy_codec: str = "x264"        # joint: real codec round trips: none | x264 | jpeg
+    proxy_codec_fraction: float = 0.5  # joint: share of batches through the real codec
+    proxy_quality: str = "20,40"     # joint: x264 CRF / JPEG quantiser range, drawn per batch
+    base_weight: float = 0.1         # joint: weight of |base layer - bicubic reduction|
     samples: int = 3                 # validation images written to TensorBoard per epoch
     threads: int = 0                 # torch CPU threads per process; 0 leaves torch's default
     device: str = "auto"
@@ -101,6 +106,21 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.rescale_factors  # validates
+        self.proxy_quality_range
+        if self.mode == "joint" and self.down_model not in DOWN_PRESETS:
+            raise ValueError(f"down_model must be one of {', '.join(DOWN_PRESETS)}, got {self.down_model!r}")
+        if self.mode == "joint" and self.crop % 8:
+            raise ValueError(f"joint training needs a crop that is a multiple of 8, got {self.crop}")
+
+    @property
+    def proxy_quality_range(self) -> tuple[int, int]:
+        try:
+            lo, hi = (int(x) for x in self.proxy_quality.split(","))
+        except ValueError:
+            raise ValueError(f"proxy_quality must be 'LOW,HIGH', got {self.proxy_quality!r}") from None
+        if lo > hi:
+            raise ValueError(f"proxy_quality range {self.proxy_quality!r} is empty")
+        return lo, hi
 
     @property
     def rescale_factors(self) -> tuple[float, ...]:
@@ -217,16 +237,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
 
 
-def yuv_l1(pred: tuple[torch.Tensor, ...], target: tuple[torch.Tensor, ...], *, bits: int,
-           luma_weight: float) -> torch.Tensor:
-    """L1 in normalised units (a full-range step is 2), luma weighted ``luma_weight``, each chroma
-    plane ``(1 - luma_weight) / 2``."""
-    scale = 2.0 / kernels.max_code(bits)
-    losses = [(p - t.to(torch.float32)).abs().mean() * scale for p, t in zip(pred, target)]
-    cw = (1.0 - luma_weight) / 2.0
-    return luma_weight * losses[0] + cw * (losses[1] + losses[2])
-
-
 def params_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -242,50 +252,18 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
+    """A factory of autocast contexts for the networks (kernels stay in float32), and its name."""
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     if amp == "none":
-        return nullcontext(), amp
+        return nullcontext, amp
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("fp16 mixed precision needs CUDA; use --amp bf16 or none on CPU")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype), amp
+    return (lambda: torch.autocast(device.type, dtype=dtype)), amp
 
 
 def _planes_to(planes: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
     return tuple(p.to(device, non_blocking=True) for p in planes)
-
-
-@torch.no_grad()
-def validate(net: Upsampler, pairs: list[SRPair], ctx: Dist, scale: int) -> tuple[float, list[Frame]]:
-    """PSNR-Y (dB, ``scale`` pixels shaved) over this rank's share of ``pairs``, reduced over ranks,
-    and the SR frames this rank computed (for sample images)."""
-    net.eval()
-    sse, count, outs = 0.0, 0.0, []
-    for pair in pairs[ctx.rank::ctx.world]:
-        lr = [torch.from_numpy(p)[None].to(ctx.device) for p in pair.lr.planes]
-        packed = kernels.pack(*lr, bits=8, block=2)
-        sr = [p[0].cpu().numpy() for p in kernels.unpack_upscale(net(packed), *lr, bits=8, scale=scale)]
-        outs.append(pair.hr.with_planes(*sr))
-        a = metrics.shave(sr[0], scale).astype(np.float64)
-        b = metrics.shave(pair.hr.y, scale).astype(np.float64)
-        sse += float(((a - b) ** 2).sum())
-        count += a.size
-    sse, count = _all_sum([sse, count], ctx)
-    return metrics.psnr_from_mse(sse / max(count, 1.0)), outs
-
-
-def _sample_image(sr: Frame, pair: SRPair, scale: int, size: int = 192) -> np.ndarray:
-    """``bilinear | network | HR`` side by side (centre crop, RGB CHW) for TensorBoard."""
-    lr = [torch.from_numpy(p)[None] for p in pair.lr.planes]
-    zero = torch.zeros(1, 6 * scale * scale, *lr[1].shape[1:])
-    base = pair.hr.with_planes(*[p[0].numpy() for p in kernels.unpack_upscale(zero, *lr, bits=8, scale=scale)])
-    views = []
-    for f in (base, sr, pair.hr):
-        rgb = frame_to_rgb(f)
-        h, w = rgb.shape[:2]
-        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-        views.append(rgb[top:top + size, left:left + size])
-    return np.concatenate(views, axis=1).transpose(2, 0, 1)
 
 
 # --- resumable state --------------------------------------------------------------------------
@@ -329,11 +307,15 @@ def load_state(out: Path, net: torch.nn.Module, ema: torch.nn.Module | None, opt
 
 @dataclass
 class TrainResult:
-    net: Upsampler            # the evaluated weights (EMA when enabled) at the end
+    model: torch.nn.Module    # the evaluated weights (EMA when enabled) at the end
     best_psnr: float
     step: int
     stopped_early: bool
     summary: dict
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.model
 
 
 def _log(ctx: Dist, msg: str) -> None:
@@ -364,14 +346,9 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     val_pairs = load_pairs(val_files, cfg.scale)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # each rank its own crops
     sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop, generator=gen)
-
-    if cfg.init:
-        net, _ = load_upsampler(cfg.init, scale=cfg.scale)
-        if net.config != cfg.architecture():
-            raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
-    else:
-        net = Upsampler(cfg.architecture())
-    net = net.to(ctx.device).train()
+    autocast, amp = _autocast(cfg, ctx.device)
+    task = SRTask(cfg, ctx.device) if cfg.mode == "sr" else JointTask(cfg, ctx.device, gen, autocast)
+    net = task.model
     ema = copy.deepcopy(net).eval() if cfg.ema > 0 else None
     decay, no_decay = [], []
     for name, p in net.named_parameters():
@@ -387,13 +364,12 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
         _log(ctx, f"resumed from {out / 'state.json'} at step {step}")
 
     model = DistributedDataParallel(net) if ctx.active else net
-    autocast, amp = _autocast(cfg, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=(amp == "fp16"))
     writer = None
     if ctx.main:
         from torch.utils.tensorboard import SummaryWriter  # imported late: heavy and optional at inference
         writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)
-    _log(ctx, f"training {cfg.model} x{cfg.scale}: {sum(p.numel() for p in net.parameters())} parameters, "
+    _log(ctx, f"training {task.describe()}: {sum(p.numel() for p in net.parameters())} parameters, "
               f"{len(sampler.pairs)} training images, {len(val_pairs)} validation, {ctx.world} process(es) on "
               f"{ctx.device}, amp {amp}")
 
@@ -411,10 +387,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             lr_planes, hr_planes = _planes_to(lr_planes, ctx.device), _planes_to(hr_planes, ctx.device)
             sync = nullcontext() if (not ctx.active or micro == cfg.accum - 1) else model.no_sync()
             with sync:
-                with autocast:
-                    residual = model(kernels.pack(*lr_planes, bits=8, block=2))
-                pred = kernels.upscale_planes_float(residual.float(), *lr_planes, bits=8, scale=cfg.scale)
-                loss = yuv_l1(pred, hr_planes, bits=8, luma_weight=cfg.luma_weight) / cfg.accum
+                loss = task.loss(model, lr_planes, hr_planes, autocast()) / cfg.accum
                 scaler.scale(loss).backward()
             loss_sum += float(loss.detach())
         if cfg.grad_clip > 0:
@@ -435,22 +408,26 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             epoch_time = time.perf_counter() - t0
             elapsed += epoch_time
             rate = seen / epoch_time
-            val_psnr, outs = validate(eval_net, val_pairs, ctx, cfg.scale)
+            sums, images = task.validate(eval_net, val_pairs[ctx.rank::ctx.world])
+            scores = task.score(_all_sum(sums, ctx))
             net.train()
+            val_psnr = scores["val_psnr_y"]
             improved = val_psnr > best
             best, stale = (val_psnr, 0) if improved else (best, stale + 1)
-            history.append({"step": step, "train_loss": running / seen, "val_psnr_y": val_psnr})
+            history.append({"step": step, "train_loss": running / seen, **scores})
+            extra = "".join(f"  {k.removeprefix('val_')} {v:.3f}" for k, v in scores.items() if k != "val_psnr_y")
             _log(ctx, f"step {step}/{cfg.steps}  loss {running / seen:.5f}  val PSNR-Y {val_psnr:.3f} dB"
-                      f"{' (best)' if improved else ''}  lr {opt.param_groups[0]['lr']:.2e}  {rate:.2f} steps/s")
+                      f"{' (best)' if improved else ''}{extra}  lr {opt.param_groups[0]['lr']:.2e}  {rate:.2f} steps/s")
             if writer is not None:
-                writer.add_scalar("val/psnr_y", val_psnr, step)
-                for k, (sr, pair) in enumerate(zip(outs[:cfg.samples], val_pairs[:cfg.samples])):
-                    writer.add_image(f"val/{pair.name}", _sample_image(sr, pair, cfg.scale), step)
+                for k, v in scores.items():
+                    writer.add_scalar(f"val/{k.removeprefix('val_')}", v, step)
+                for k, (image, pair) in enumerate(zip(images, val_pairs[ctx.rank::ctx.world])):
+                    writer.add_image(f"val/{pair.name}", image, step)
                 writer.flush()
             if ctx.main:
                 summary = _summary(cfg, step, best, history, ctx, elapsed)
                 if improved:
-                    save_upsampler(out / "best", eval_net, training=summary)
+                    task.export(eval_net, out, summary)
                 save_state(out, step, net, ema, opt, gen,
                            {"best_psnr": best, "stale_epochs": stale, "history": history, "elapsed_s": elapsed,
                             "config": dataclasses.asdict(cfg)})
@@ -475,14 +452,14 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     if ctx.main:
         write_bytes_atomic(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         writer.close()
-        _log(ctx, f"done at step {step}: best val PSNR-Y {best:.3f} dB; weights {out / 'best.safetensors'}")
-    return TrainResult(net=eval_net, best_psnr=best, step=step, stopped_early=stopped_early, summary=summary)
+        _log(ctx, f"done at step {step}: best val PSNR-Y {best:.3f} dB; weights in {out}")
+    return TrainResult(model=eval_net, best_psnr=best, step=step, stopped_early=stopped_early, summary=summary)
 
 
 def _summary(cfg: TrainConfig, step: int, best: float, history: list, ctx: Dist, elapsed_s: float) -> dict:
     return {
         "mode": cfg.mode,
-        "preset": cfg.model,
+        "preset": cfg.model if cfg.mode == "sr" else f"{cfg.down_model} down / {cfg.model} up",
         "data": cfg.data,
         "steps": step,
         "batch": cfg.batch * cfg.accum * ctx.world,

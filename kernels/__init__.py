@@ -1,39 +1,103 @@
 """The one dispatch point for the packed-layout ops.
 
 Every op has a torch reference twin in :mod:`kernels.reference` (the specification, used on CPU and
-wherever a gradient is needed). ``backend`` is ``"auto"`` or ``"torch"``; fused CUDA kernels for
-CUDA tensors arrive with the CuPy backend.
+wherever a gradient is needed) and a fused CUDA kernel in :mod:`kernels.cupy_ops`. ``backend``:
+
+* ``"auto"``: the fused kernel when every tensor is a CUDA tensor, no gradient is needed (grad mode
+  is off or no input requires grad), cupy imports and the kernels cover the dtypes; else the twin.
+* ``"torch"``: always the twin.
+* ``"cupy"``: always the fused kernel; if that is impossible (cupy missing, CPU tensors, an input
+  requiring grad, dtypes the kernels do not cover) :class:`BackendUnavailable` says why, with the
+  underlying error as ``__cause__``. Never a silent fallback.
+
+Both paths give bit-identical results (docs/kernels.md).
 """
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
 
-from . import reference
-from .reference import (bilinear_upscale, denormalise, max_code, normalise, packed_channels, plane_dtype, quantize,
-                        residual_to_planes, unpack, upscale_planes_float)
+from . import cupy_ops, reference
+from .cupy_ops import BackendUnavailable
+from .reference import (bicubic_downscale2, bilinear_upscale, denormalise, downscale_planes_float, downscale_shapes,
+                        max_code, normalise, pack_float, packed_channels, plane_dtype, quantize, residual_to_planes,
+                        upscale_planes_float)
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "cupy")
 
-__all__ = ["BACKENDS", "pack", "unpack", "unpack_upscale", "bilinear_upscale", "denormalise", "max_code", "normalise",
-           "packed_channels", "plane_dtype", "quantize", "residual_to_planes", "upscale_planes_float"]
+__all__ = ["BACKENDS", "BackendUnavailable", "pack", "unpack", "unpack_upscale", "unpack_downscale",
+           "bicubic_downscale2", "bilinear_upscale", "denormalise", "downscale_planes_float", "downscale_shapes",
+           "max_code", "normalise", "pack_float", "packed_channels", "plane_dtype", "quantize", "residual_to_planes",
+           "upscale_planes_float"]
+
+T = TypeVar("T")
 
 
-def _resolve(backend: str) -> str:
+def _cupy_obstacle(tensors: tuple[torch.Tensor, ...]) -> tuple[str, BaseException | None] | None:
+    """Why the fused kernels cannot take these tensors as ``(reasons, cause)``, or None if they can."""
+    reasons, cause = [], None
+    if not all(t.is_cuda for t in tensors):
+        devices = sorted({str(t.device) for t in tensors})
+        reasons.append(f"the fused kernels need CUDA tensors, got tensors on {', '.join(devices)}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        reasons.append("an input requires grad and grad mode is on, and the fused kernels are not differentiable "
+                       "(use backend='torch', or torch.no_grad())")
+    try:
+        cupy_ops.load_cupy()
+    except BackendUnavailable as err:
+        reasons.append(str(err))
+        cause = err.__cause__
+    return ("; ".join(reasons), cause) if reasons else None
+
+
+def _dispatch(backend: str, tensors: tuple[torch.Tensor, ...], fused: Callable[[], T], twin: Callable[[], T]) -> T:
     if backend not in BACKENDS:
         raise ValueError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return "torch"
+    if backend == "torch":
+        return twin()
+    obstacle = _cupy_obstacle(tensors)
+    if obstacle is not None:
+        if backend == "auto":
+            return twin()
+        reason, cause = obstacle
+        raise BackendUnavailable(f"backend='cupy' cannot run this call: {reason}") from cause
+    try:
+        return fused()
+    except cupy_ops.Unsupported as err:  # raised while planning, before anything is launched
+        if backend == "auto":
+            return twin()
+        raise BackendUnavailable(f"backend='cupy' cannot run this call: {err}") from err
 
 
 def pack(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block: int = 2,
          dtype: torch.dtype = torch.float32, backend: str = "auto") -> torch.Tensor:
     """Planes -> normalised packed tensor. Contract: :func:`kernels.reference.pack`."""
-    _resolve(backend)
-    return reference.pack(y, u, v, bits=bits, block=block, dtype=dtype)
+    return _dispatch(backend, (y, u, v),
+                     lambda: cupy_ops.pack(y, u, v, bits=bits, block=block, dtype=dtype),
+                     lambda: reference.pack(y, u, v, bits=bits, block=block, dtype=dtype))
+
+
+def unpack(packed: torch.Tensor, *, bits: int, block: int, height: int, width: int, backend: str = "auto"
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Packed tensor -> planes. Contract: :func:`kernels.reference.unpack`."""
+    return _dispatch(backend, (packed,),
+                     lambda: cupy_ops.unpack(packed, bits=bits, block=block, height=height, width=width),
+                     lambda: reference.unpack(packed, bits=bits, block=block, height=height, width=width))
 
 
 def unpack_upscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
                    bits: int, scale: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Residual + bilinear base -> upscaled planes. Contract: :func:`kernels.reference.unpack_upscale`."""
-    _resolve(backend)
-    return reference.unpack_upscale(residual, y, u, v, bits=bits, scale=scale)
+    return _dispatch(backend, (residual, y, u, v),
+                     lambda: cupy_ops.unpack_upscale(residual, y, u, v, bits=bits, scale=scale),
+                     lambda: reference.unpack_upscale(residual, y, u, v, bits=bits, scale=scale))
+
+
+def unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
+                     bits: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Residual + bicubic 2x reduction -> base-layer planes. Contract: :func:`kernels.reference.unpack_downscale`."""
+    return _dispatch(backend, (residual, y, u, v),
+                     lambda: cupy_ops.unpack_downscale(residual, y, u, v, bits=bits),
+                     lambda: reference.unpack_downscale(residual, y, u, v, bits=bits))

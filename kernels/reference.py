@@ -43,7 +43,7 @@ def packed_channels(block: int) -> int:
     return block * block + 2 * (block // 2) ** 2
 
 
-def _check_planes(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
+def _check_planes(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, allow_float: bool = False) -> None:
     if y.dim() != 3:
         raise ValueError(f"planes must be batched (N, H, W); got Y of shape {tuple(y.shape)}")
     n, h, w = y.shape
@@ -51,7 +51,7 @@ def _check_planes(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> None:
     if tuple(u.shape) != want or tuple(v.shape) != want:
         raise ValueError(f"4:2:0 chroma must be {want} for Y {tuple(y.shape)}; got U {tuple(u.shape)}, V {tuple(v.shape)}")
     for p in (y, u, v):
-        if p.dtype.is_floating_point or p.dtype == torch.bool:
+        if (p.dtype.is_floating_point and not (allow_float and p.dtype == torch.float32)) or p.dtype == torch.bool:
             raise ValueError(f"planes must hold integer codes, got {p.dtype}")
 
 
@@ -67,6 +67,15 @@ def _space_to_depth(plane: torch.Tensor, block: int, rows: int, cols: int) -> to
     return F.pixel_unshuffle(padded.unsqueeze(1), block) if block > 1 else padded.unsqueeze(1)
 
 
+def _true_div(x: torch.Tensor, d: float) -> torch.Tensor:
+    """``x / d`` as one correctly rounded IEEE division on every device.
+
+    On CUDA, torch divides by a Python number as a multiplication by its rounded reciprocal, which
+    is not the specified division; a 0-dim tensor operand takes the true-division path there (and
+    gives the same result as before on the CPU)."""
+    return x / torch.tensor(d, dtype=torch.float32, device=x.device)
+
+
 def normalise(codes: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Integer codes to ``float32((2 * code - m) / m)``, then cast to ``dtype`` (nearest even).
 
@@ -75,7 +84,7 @@ def normalise(codes: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32
     """
     m = max_code(bits)
     x = codes.to(torch.float32) * 2.0 - m  # exact: small integers
-    return (x / m).to(dtype)
+    return _true_div(x, float(m)).to(dtype)
 
 
 def pack(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block: int = 2,
@@ -101,14 +110,34 @@ def pack(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block:
         * every value is :func:`normalise` of its code.
     """
     _check_planes(y, u, v)
-    if block < 2 or block % 2:
-        raise ValueError(f"block must be an even number >= 2, got {block}")
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
+    return _pack((y.to(torch.int32), u.to(torch.int32), v.to(torch.int32)), bits, block, dtype)
+
+
+def _pack(planes: tuple[torch.Tensor, ...], bits: int, block: int, dtype: torch.dtype) -> torch.Tensor:
+    if block < 2 or block % 2:
+        raise ValueError(f"block must be an even number >= 2, got {block}")
+    y = planes[0]
     rows, cols = -(-y.shape[1] // block), -(-y.shape[2] // block)
     cb = block // 2
-    parts = [_space_to_depth(p.to(torch.int32), b, rows, cols) for p, b in ((y, block), (u, cb), (v, cb))]
+    parts = [_space_to_depth(p, b, rows, cols) for p, b in zip(planes, (block, cb, cb))]
     return normalise(torch.cat(parts, dim=1), bits, dtype)
+
+
+def pack_float(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block: int = 2) -> torch.Tensor:
+    """:func:`pack` of float32 planes holding code values, differentiable (for training).
+
+    On integer-valued input it equals ``pack(..., dtype=torch.float32)`` exactly; gradients flow
+    to the planes (each packed sample is ``(2 x - m) / m`` of one plane sample).
+    """
+    n, h, w = y.shape
+    want = (n, (h + 1) // 2, (w + 1) // 2)
+    if tuple(u.shape) != want or tuple(v.shape) != want:
+        raise ValueError(f"4:2:0 chroma must be {want} for Y {tuple(y.shape)}; got U {tuple(u.shape)}, V {tuple(v.shape)}")
+    if not all(p.dtype == torch.float32 for p in (y, u, v)):
+        raise ValueError("pack_float takes float32 planes")
+    return _pack((y, u, v), bits, block, torch.float32)
 
 
 def denormalise(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -152,7 +181,8 @@ def bilinear_upscale(plane: torch.Tensor, scale: int, out_h: int, out_w: int) ->
     ``F.interpolate(mode="bilinear", align_corners=False)`` without its float error.
 
     Args:
-        plane: ``(N, h, w)`` integer codes.
+        plane: ``(N, h, w)`` integer codes (float32 holding codes also works, differentiably:
+            training feeds the rounded base layer through here).
         scale: integer factor ``s >= 1``.
         out_h, out_w: output size, at most ``s*h x s*w`` (larger outputs are cropped sizes).
 
@@ -165,7 +195,7 @@ def bilinear_upscale(plane: torch.Tensor, scale: int, out_h: int, out_w: int) ->
     # exact and this separable, phase-sliced evaluation equals the formula above.
     x = _upscale_1d(plane.to(torch.float32), scale, dim=2)[:, :, :out_w]
     x = _upscale_1d(x, scale, dim=1)[:, :out_h]
-    return x.div_(float(4 * scale * scale))
+    return _true_div(x, float(4 * scale * scale))
 
 
 def _upscale_1d(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
@@ -229,9 +259,12 @@ def upscale_planes_float(residual: torch.Tensor, y: torch.Tensor, u: torch.Tenso
     ``base`` is :func:`bilinear_upscale` of each low-resolution plane. Differentiable in
     ``residual``; training uses this, inference rounds it with :func:`unpack_upscale`.
 
+    The planes may also be float32 holding code values (joint training passes the rounded base
+    layer this way so the gradient reaches the downsampler through the base as well).
+
     Returns float32 Y ``(N, sH, sW)`` and U, V ``(N, ceil(sH/2), ceil(sW/2))`` in code units.
     """
-    _check_planes(y, u, v)
+    _check_planes(y, u, v, allow_float=True)
     half = max_code(bits) / 2.0  # exact in float32 (x.5)
     n, h, w = y.shape
     out_h, out_w = scale * h, scale * w
@@ -241,7 +274,7 @@ def upscale_planes_float(residual: torch.Tensor, y: torch.Tensor, u: torch.Tenso
     scaled = residual_to_planes(residual, scale, out_h, out_w, factor=half)
     bases = (bilinear_upscale(y, scale, out_h, out_w), bilinear_upscale(u, scale, ch, cw),
              bilinear_upscale(v, scale, ch, cw))
-    if residual.requires_grad:
+    if residual.requires_grad or any(b.requires_grad for b in bases):
         return tuple(r + b for r, b in zip(scaled, bases))
     return tuple(r.add_(b) for r, b in zip(scaled, bases))
 
@@ -271,3 +304,89 @@ def unpack_upscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: 
         there.
     """
     return tuple(quantize(p, bits) for p in upscale_planes_float(residual, y, u, v, bits=bits, scale=scale))
+
+
+# --- the downsampler's direction -------------------------------------------------------------------
+
+# Keys' cubic (a = -0.5, MATLAB's imresize kernel) stretched for a 2x reduction, sampled at the
+# eight input rows around each output centre: (-3, -9, 29, 111, 111, 29, -9, -3) / 256.
+DOWN2_TAPS = (-3, -9, 29, 111, 111, 29, -9, -3)
+
+
+def bicubic_downscale2(plane: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Exact antialiased bicubic 2x reduction of integer codes (edges clamped).
+
+    Output ``(Y, X)`` is ``float32(S) / 65536`` where ``S`` is the integer sum over
+    ``i, j in 0..7`` of ``T[i] * T[j] * code[clamp(2Y - 3 + i), clamp(2X - 3 + j)]`` with ``T`` =
+    :data:`DOWN2_TAPS`: an exact int32 sum (``|S| < 2**31`` for 16-bit codes), one
+    round-to-nearest conversion to float32, and an exact division by a power of two. The output
+    sample sits at input position ``2Y + 0.5`` (half-pixel centres), like
+    ``F.interpolate(scale_factor=0.5, mode="bicubic", antialias=True)`` away from the edges.
+
+    Args:
+        plane: ``(N, h, w)`` integer codes (or float32 holding integers, see below).
+        out_h, out_w: output size, at most ``ceil(h/2) x ceil(w/2)``.
+
+    Returns:
+        ``(N, out_h, out_w)`` float32 code values.
+    """
+    n, h, w = plane.shape
+    if out_h > (h + 1) // 2 or out_w > (w + 1) // 2:
+        raise ValueError(f"{out_w}x{out_h} is larger than half of a {w}x{h} plane (rounded up)")
+    dev = plane.device
+    rows = (2 * torch.arange(out_h, device=dev)[:, None] - 3 + torch.arange(8, device=dev)).clamp_(0, h - 1)
+    cols = (2 * torch.arange(out_w, device=dev)[:, None] - 3 + torch.arange(8, device=dev)).clamp_(0, w - 1)
+    taps = torch.tensor(DOWN2_TAPS, dtype=torch.int32, device=dev)
+    p = plane.to(torch.int32)
+    horizontal = (p[:, :, cols] * taps).sum(-1, dtype=torch.int32)  # (N, h, out_w)
+    total = (horizontal[:, rows, :] * taps[:, None]).sum(-2, dtype=torch.int32)  # (N, out_h, out_w)
+    return _true_div(total.to(torch.float32), 65536.0)
+
+
+def downscale_shapes(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Base-layer luma and chroma shapes of a 2x reduction of a ``height x width`` frame."""
+    lh, lw = (height + 1) // 2, (width + 1) // 2
+    return (lh, lw), ((lh + 1) // 2, (lw + 1) // 2)
+
+
+def downscale_planes_float(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
+                           bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unrounded base-layer planes: ``base + float32(residual) * (m / 2)`` (two IEEE operations).
+
+    The mirror of :func:`upscale_planes_float`. ``residual`` is ``(N, 6, ceil(H/4), ceil(W/4))`` in
+    the block-2 packed layout of the low-resolution frame (channel ``dy * 2 + dx`` -> luma
+    ``(2i + dy, 2j + dx)``, channel 4 -> U ``(i, j)``, channel 5 -> V); ``base`` is
+    :func:`bicubic_downscale2` of each high-resolution plane. Differentiable in ``residual``.
+
+    Returns float32 Y ``(N, ceil(H/2), ceil(W/2))`` and U, V of the matching 4:2:0 chroma size.
+    """
+    _check_planes(y, u, v)
+    half = max_code(bits) / 2.0
+    n, h, w = y.shape
+    (lh, lw), (ch, cw) = downscale_shapes(h, w)
+    if residual.shape[:2] != (n, 6) or tuple(residual.shape[2:]) != (-(-h // 4), -(-w // 4)):
+        raise ValueError(f"a downscale residual for {w}x{h} is ({n}, 6, {-(-h // 4)}, {-(-w // 4)}), "
+                         f"got {tuple(residual.shape)}")
+    luma = _depth_to_space_scaled(residual[:, :4], 2, half)[:, :lh, :lw]
+    cu = _depth_to_space_scaled(residual[:, 4:5], 1, half)[:, :ch, :cw]
+    cv = _depth_to_space_scaled(residual[:, 5:6], 1, half)[:, :ch, :cw]
+    bases = (bicubic_downscale2(y, lh, lw), bicubic_downscale2(u, ch, cw), bicubic_downscale2(v, ch, cw))
+    if residual.requires_grad:
+        return tuple(r + b for r, b in zip((luma, cu, cv), bases))
+    return tuple(r.add_(b) for r, b in zip((luma, cu, cv), bases))
+
+
+def unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *,
+                     bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Downsampler residual + bicubic base -> base-layer planes (the downsampler's unpack).
+
+    Args:
+        residual: ``(N, 6, ceil(H/4), ceil(W/4))`` float32/float16/bfloat16, normalised units.
+        y, u, v: the full-resolution planes ``(N, H, W)`` and ``(N, ceil(H/2), ceil(W/2))``.
+        bits: bit depth of input and output.
+
+    Returns:
+        Y ``(N, ceil(H/2), ceil(W/2))`` and U, V of the matching 4:2:0 chroma size, uint8 or
+        uint16: :func:`quantize` of :func:`downscale_planes_float`.
+    """
+    return tuple(quantize(p, bits) for p in downscale_planes_float(residual, y, u, v, bits=bits))

@@ -9,6 +9,7 @@ import av
 import ffmpeg
 
 from vsr_plugin.ffmpeg_tools import run
+from vsr_plugin.media import planes_of
 
 
 def make_clip(path: Path, *, size=(64, 48), frames=10, rate=25, pix_fmt="yuv420p", vcodec="libx264",
@@ -53,7 +54,7 @@ def read_back(path: Path) -> dict:
             "times": [float(f.pts * f.time_base) for f in frames],
             "pix_fmt": frames[0].format.name, "colorspace": cc.colorspace, "primaries": cc.color_primaries,
             "trc": cc.color_trc, "range": cc.color_range, "rotation": frames[0].rotation,
-            "sar": v.sample_aspect_ratio, "first": frames[0].to_ndarray(),
+            "sar": v.sample_aspect_ratio, "first": planes_of(frames[0])[0],
         }
         audio = [s for s in c.streams if s.type == "audio"]
         info["audio"] = [(a.codec_context.name, float(a.duration * a.time_base) if a.duration else None) for a in audio]

@@ -7,13 +7,14 @@ importing vsr never needs VapourSynth::
 
     import vsr_plugin
     clip = vsr_plugin.upscale(clip)          # YUV420P8 / YUV420P10, 2x
+    small = vsr_plugin.downscale(clip)       # the learned 2x reduction (encoder side)
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-_VAPOURSYNTH = ("upscale", "source")
+_VAPOURSYNTH = ("upscale", "downscale", "source")
 
 
 def __getattr__(name: str):

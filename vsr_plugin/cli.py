@@ -1,7 +1,9 @@
 """``vsr-transcode``: the command line.
 
-    vsr-transcode --upscale in.mp4 [-o out.mkv]      2x super-resolution of a video file
-    vsr-transcode pipe --upscale                     yuv4mpegpipe stdin -> stdout
+    vsr-transcode in.mp4 [-o out.vsr.mkv]            encoder side: learned 2x down + base codec
+    vsr-transcode in.vsr.mkv [-o out.mkv]            decoder side: restore the original size
+    vsr-transcode --upscale in.mp4 [-o out.mkv]      2x super-resolution of any video
+    vsr-transcode pipe --upscale | --downscale       yuv4mpegpipe stdin -> stdout
 
 Errors are one line on stderr with a non-zero exit (2: bad input or usage, 1: failure while
 running, 130: interrupted); no partial output file is ever left behind.
@@ -36,12 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vsr-transcode", description="Learned 2x enhancement layer for ordinary video codecs.",
         epilog="pipe mode: vsr-transcode pipe --upscale  (yuv4mpegpipe on stdin and stdout; see vsr-transcode pipe -h)")
-    p.add_argument("input", help="input video (mp4, mkv, webm, mov, y4m, ...)")
-    p.add_argument("-o", "--output", help="output file (default: INPUT.x2.mkv next to the input)")
+    p.add_argument("input", help="input video (mp4, mkv, webm, mov, y4m, ...) or a .vsr.mkv base layer")
+    p.add_argument("-o", "--output", help="output file (default next to the input: IN.vsr.mkv when encoding, "
+                                          "IN.restored.mkv when restoring, IN.x2.mkv with --upscale)")
     p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
+    g = p.add_argument_group("encoder side")
+    g.add_argument("--pair", default="codec-default",
+                   help="shipped down/upsampler pair used to make a base layer (x2-PAIR-down, x2-PAIR-up)")
+    g.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
+    g.add_argument("--up-model", help="the matching upsampler weights path (overrides --pair)")
+    g.add_argument("--weights-dir", action="append", default=[],
+                   help="extra folder to search for the upsampler a base layer names (repeatable)")
     p.add_argument("--overwrite", "-y", action="store_true", help="replace an existing output")
     g = p.add_argument_group("encoding")
-    g.add_argument("--codec", default="libx264", choices=["libx264", "libx265", "libsvtav1"])
+    g.add_argument("--codec", default=None, choices=["libx264", "libx265", "libsvtav1", "ffv1"],
+                   help="output codec (default libx264; libsvtav1 when restoring an odd original size, "
+                        "which H.264 cannot store)")
     g.add_argument("--crf", type=float, default=None, help="constant quality (default: x264 18, x265 20, SVT-AV1 30)")
     g.add_argument("--bitrate", default=None, help="target bitrate instead of CRF, e.g. 4M or 2500k")
     g.add_argument("--preset", default=None, help="encoder preset (e.g. medium, slow; SVT-AV1: 0-13)")
@@ -58,7 +70,11 @@ def build_pipe_parser() -> argparse.ArgumentParser:
         prog="vsr-transcode pipe",
         description="Filter a yuv4mpegpipe stream from stdin to stdout (video only; logs on stderr). Example: "
                     "ffmpeg -i in.mp4 -f yuv4mpegpipe - | vsr-transcode pipe --upscale | ffmpeg -i - -c:v libx264 out.mp4")
-    p.add_argument("--upscale", action="store_true", required=True, help="2x super-resolution")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--upscale", action="store_true", help="2x super-resolution (--model)")
+    mode.add_argument("--downscale", action="store_true", help="learned 2x reduction (--pair / --down-model)")
+    p.add_argument("--pair", default="codec-default", help="shipped pair whose downsampler --downscale uses")
+    p.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
     _add_engine_args(p)
     _add_common_args(p)
     return p
@@ -78,10 +94,22 @@ def parse_bitrate(text: str | None) -> int | None:
     return int(value)
 
 
-def _engine(args: argparse.Namespace):
+def _engine(args: argparse.Namespace, model=None):
     from .engine import Upscaler
 
-    return Upscaler(args.model, device=args.device, dtype=args.dtype, batch=args.batch, tile=args.tile)
+    return Upscaler(model or args.model, device=args.device, dtype=args.dtype, batch=args.batch, tile=args.tile)
+
+
+def _downscaler(args: argparse.Namespace):
+    from .engine import Downscaler
+
+    return Downscaler(args.down_model or f"x2-{args.pair}-down", device=args.device, dtype=args.dtype,
+                      batch=args.batch, tile=args.tile)
+
+
+def _size(path: str) -> str:
+    n = Path(path).stat().st_size
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def _warn_truncated(result) -> None:
@@ -92,19 +120,68 @@ def _warn_truncated(result) -> None:
 
 def run_transcode(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if not args.upscale:
-        raise ValueError("the encoder side (learned 2x downscale to INPUT.vsr.mkv) needs the learned downsampler, "
-                         "which this version does not ship yet; use --upscale for 2x super-resolution")
     from .media import EncodeOptions, check_input
+    from .transcode import read_base_layer_tags
+
+    check_input(args.input)  # before loading a model: bad paths fail fast
+    tags = None if args.upscale else read_base_layer_tags(args.input)
+    codec = args.codec or "libx264"
+    if tags is not None and args.codec is None and (tags.width % 2 or tags.height % 2):
+        codec = "libsvtav1"
+        print(f"note: restoring the odd size {tags.width}x{tags.height} with libsvtav1 (H.264 cannot store it)",
+              file=sys.stderr)
+    encode = EncodeOptions(codec=codec, crf=args.crf, preset=args.preset, bitrate=parse_bitrate(args.bitrate),
+                           pix_fmt=args.pix_fmt)
+    if args.upscale:
+        return _upscale(args, encode)
+    if tags is not None:
+        return _restore(args, encode)
+    return _encode(args, encode)
+
+
+def _upscale(args: argparse.Namespace, encode) -> int:
     from .transcode import check_output, default_output, upscale_file
 
-    encode = EncodeOptions(codec=args.codec, crf=args.crf, preset=args.preset, bitrate=parse_bitrate(args.bitrate),
-                           pix_fmt=args.pix_fmt)
     output = Path(args.output) if args.output else default_output(args.input, 2)
-    check_input(args.input)  # before loading a model: bad paths fail fast
     check_output(output, overwrite=args.overwrite, input_path=args.input)
     result = upscale_file(args.input, output, lambda: _engine(args), encode, overwrite=args.overwrite,
                           show_progress=not args.quiet)
+    _warn_truncated(result)
+    if not args.quiet:
+        print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)
+    return 0
+
+
+def _encode(args: argparse.Namespace, encode) -> int:
+    from .baselayer import default_base_output
+    from .models import read_info, resolve_weights
+    from .transcode import check_output, encode_base_layer
+
+    output = Path(args.output) if args.output else default_base_output(args.input)
+    check_output(output, overwrite=args.overwrite, input_path=args.input)
+    if bool(args.down_model) != bool(args.up_model):
+        raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
+    up_info = read_info(resolve_weights(args.up_model or f"x2-{args.pair}-up"))
+    result = encode_base_layer(args.input, output, _downscaler(args), up_info, encode, overwrite=args.overwrite,
+                               show_progress=not args.quiet)
+    _warn_truncated(result)
+    if not args.quiet:
+        a, b = Path(args.input).stat().st_size, output.stat().st_size
+        print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)
+        print(f"vsr-transcode: {args.input} {_size(args.input)} -> {output} {_size(str(output))} "
+              f"({a / max(b, 1):.2f}x smaller); restore with: vsr-transcode {output}", file=sys.stderr)
+    return 0
+
+
+def _restore(args: argparse.Namespace, encode) -> int:
+    from .baselayer import default_restored_output
+    from .transcode import check_output, restore_base_layer
+
+    output = Path(args.output) if args.output else default_restored_output(args.input)
+    check_output(output, overwrite=args.overwrite, input_path=args.input)
+    search = tuple(Path(d) for d in args.weights_dir)
+    result = restore_base_layer(args.input, output, lambda path: _engine(args, path), encode,
+                                overwrite=args.overwrite, show_progress=not args.quiet, search=search)
     _warn_truncated(result)
     if not args.quiet:
         print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)
@@ -115,7 +192,12 @@ def run_pipe(argv: list[str]) -> int:
     args = build_pipe_parser().parse_args(argv)
     from .transcode import upscale_pipe
 
-    result = upscale_pipe(lambda: _engine(args), show_progress=not args.quiet)
+    from .transcode import downscale_pipe
+
+    if args.downscale:
+        result = downscale_pipe(lambda: _downscaler(args), show_progress=not args.quiet)
+    else:
+        result = upscale_pipe(lambda: _engine(args), show_progress=not args.quiet)
     if result.truncated:
         print(f"vsr-transcode: error: y4m input {result.truncation_reason}, after {result.frames} complete frames",
               file=sys.stderr)
@@ -127,6 +209,7 @@ def run_pipe(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .baselayer import BaseLayerError
     from .media import MediaError
     from .models import CheckpointError
 
@@ -134,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "pipe":
             return run_pipe(argv[1:])
         return run_transcode(argv)
-    except (MediaError, CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (MediaError, CheckpointError, BaseLayerError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"vsr-transcode: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:

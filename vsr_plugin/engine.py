@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +17,12 @@ import torch
 
 import kernels
 
-from .models import CheckpointInfo, Upsampler, load_upsampler
+from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, load_upsampler
 from .yuv import Frame
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+PlanesFn = Callable[..., Planes]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -47,7 +49,8 @@ class EngineOptions:
         dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` means fp16 on CUDA and fp32 on CPU.
         batch: frames per network call.
         tile: tile edge in input luma pixels (even, >= 16), or ``None`` for whole frames.
-        tile_overlap: context around each tile, in packed cells (2 input pixels each); ``None``
+        tile_overlap: context around each tile, in packed cells (2 input pixels each for the
+            upscaler, 4 for the downscaler); ``None``
             uses the network's receptive radius, which makes tiling exact up to float rounding.
         backend: kernel backend for pack/unpack (see :mod:`kernels`).
     """
@@ -72,36 +75,26 @@ class EngineOptions:
             raise ValueError(f"backend must be one of {', '.join(kernels.BACKENDS)}, got {self.backend!r}")
 
 
-class Upscaler:
-    """Upscale YUV 4:2:0 frames with a trained :class:`~vsr_plugin.models.Upsampler`.
+class _Engine:
+    """Shared machinery: network placement (device, dtype, channels-last), spatial tiling with
+    overlap at the packed grid, and batching of :class:`Frame` lists."""
 
-    >>> up = Upscaler("fast", device="cpu")
-    >>> big = up.upscale(frame)          # Frame -> Frame, 2x in each dimension
+    block = 2  # input pixels per packed cell along each axis
 
-    Args:
-        model: shipped model name (``"default"``, ``"fast"``), a weights path, or an
-            :class:`Upsampler` instance.
-        scale: upscale factor of the weights to load.
-        **options: fields of :class:`EngineOptions`.
-    """
-
-    def __init__(self, model: str | Path | Upsampler = "default", *, scale: int = 2, **options) -> None:
-        self.options = EngineOptions(**options)
-        self.device = resolve_device(self.options.device)
-        self.dtype = DTYPES[self.options.dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
-        if isinstance(model, Upsampler):
-            net, self.info = copy.deepcopy(model), None  # the caller's module stays as it was
-        else:
-            net, self.info = load_upsampler(model, scale=scale)
+    def __init__(self, net: torch.nn.Module, info: CheckpointInfo | None, options: EngineOptions) -> None:
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.dtype = DTYPES[options.dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
+        self.info = info
         self.scale = net.scale
         self.net = net.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
         for p in self.net.parameters():
             p.requires_grad_(False)
         radius = net.receptive_radius
-        if self.options.tile is not None and radius is None and self.options.tile_overlap is None:
+        if options.tile is not None and radius is None and options.tile_overlap is None:
             warnings.warn("this model uses global attention: tiled output differs from whole-frame output",
-                          stacklevel=2)
-        self.overlap = self.options.tile_overlap if self.options.tile_overlap is not None else (radius or 8)
+                          stacklevel=3)
+        self.overlap = options.tile_overlap if options.tile_overlap is not None else (radius or 8)
 
     @property
     def model_info(self) -> CheckpointInfo | None:
@@ -109,17 +102,16 @@ class Upscaler:
 
     def __repr__(self) -> str:
         name = self.info.name if self.info else "custom"
-        return f"Upscaler({name}, x{self.scale}, {self.device}, {str(self.dtype).removeprefix('torch.')})"
-
-    # --- tensors ----------------------------------------------------------------------------
+        return f"{type(self).__name__}({name}, x{self.scale}, {self.device}, {str(self.dtype).removeprefix('torch.')})"
 
     def _network(self, packed: torch.Tensor) -> torch.Tensor:
         packed = packed.contiguous(memory_format=torch.channels_last)
         tile = self.options.tile
         _, _, h, w = packed.shape
-        if tile is None or (h <= tile // 2 and w <= tile // 2):
+        cells = max(1, tile // self.block) if tile else None
+        if cells is None or (h <= cells and w <= cells):
             return self.net(packed)
-        cells, o = tile // 2, self.overlap
+        o = self.overlap
         out = None
         for i0 in range(0, h, cells):
             for j0 in range(0, w, cells):
@@ -131,39 +123,98 @@ class Upscaler:
                 out[:, :, i0:i1, j0:j1] = part[:, :, i0 - a0:i1 - a0, j0 - b0:j1 - b0]
         return out
 
+    def _frames(self, frames: Iterable[Frame], planes_fn: PlanesFn) -> list[Frame]:
+        """Apply ``planes_fn`` to frames, ``batch`` at a time (consecutive frames of one size
+        and depth share a batch)."""
+        out: list[Frame] = []
+        pending: list[Frame] = []
+        for frame in frames:
+            if pending and (frame.y.shape != pending[0].y.shape or frame.bits != pending[0].bits):
+                out += self._run_batch(pending, planes_fn)
+                pending = []
+            pending.append(frame)
+            if len(pending) == self.options.batch:
+                out += self._run_batch(pending, planes_fn)
+                pending = []
+        if pending:
+            out += self._run_batch(pending, planes_fn)
+        return out
+
+    @staticmethod
+    def _run_batch(frames: Sequence[Frame], planes_fn: PlanesFn) -> list[Frame]:
+        bits = frames[0].bits
+        planes = [torch.from_numpy(np.stack([f.planes[k] for f in frames])) for k in range(3)]
+        y, u, v = (p.cpu().numpy() for p in planes_fn(*planes, bits=bits))
+        return [f.with_planes(y[i], u[i], v[i]) for i, f in enumerate(frames)]
+
+
+class Upscaler(_Engine):
+    """Upscale YUV 4:2:0 frames with a trained :class:`~vsr_plugin.models.Upsampler`.
+
+    >>> up = Upscaler("fast", device="cpu")
+    >>> big = up.upscale(frame)          # Frame -> Frame, 2x in each dimension
+
+    Args:
+        model: shipped model name (``"default"``, ``"fast"``), a weights path, or an
+            :class:`Upsampler` instance (copied, so the caller's module is left as it was).
+        scale: upscale factor of the weights to load.
+        **options: fields of :class:`EngineOptions`.
+    """
+
+    block = 2
+
+    def __init__(self, model: str | Path | Upsampler = "default", *, scale: int = 2, **options) -> None:
+        opts = EngineOptions(**options)
+        resolve_device(opts.device)  # fail on a bad device before loading anything
+        if isinstance(model, Upsampler):
+            net, info = copy.deepcopy(model), None
+        else:
+            net, info = load_upsampler(model, scale=scale)
+        super().__init__(net, info, opts)
+
     @torch.inference_mode()
     def upscale_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Batched planes ``(N, H, W)``/``(N, ceil(H/2), ceil(W/2))`` -> upscaled planes (same device
-        as the engine; integer dtype per :func:`kernels.plane_dtype`)."""
+        """Batched planes ``(N, H, W)``/``(N, ceil(H/2), ceil(W/2))`` -> upscaled planes (on the
+        engine's device; integer dtype per :func:`kernels.plane_dtype`)."""
         y, u, v = (p.to(self.device, non_blocking=True) for p in (y, u, v))
         packed = kernels.pack(y, u, v, bits=bits, block=2, dtype=self.dtype, backend=self.options.backend)
         residual = self._network(packed)
         return kernels.unpack_upscale(residual, y, u, v, bits=bits, scale=self.scale, backend=self.options.backend)
 
-    # --- frames -----------------------------------------------------------------------------
-
     def upscale_frames(self, frames: Iterable[Frame]) -> list[Frame]:
-        """Upscale frames, ``batch`` at a time (consecutive frames of one size share a batch)."""
-        out: list[Frame] = []
-        pending: list[Frame] = []
-        for frame in frames:
-            if pending and (frame.y.shape != pending[0].y.shape or frame.bits != pending[0].bits):
-                out += self._run_batch(pending)
-                pending = []
-            pending.append(frame)
-            if len(pending) == self.options.batch:
-                out += self._run_batch(pending)
-                pending = []
-        if pending:
-            out += self._run_batch(pending)
-        return out
+        return self._frames(frames, self.upscale_planes)
 
     def upscale(self, frame: Frame) -> Frame:
-        return self._run_batch([frame])[0]
+        return self._run_batch([frame], self.upscale_planes)[0]
 
-    def _run_batch(self, frames: Sequence[Frame]) -> list[Frame]:
-        bits = frames[0].bits
-        planes = [torch.from_numpy(np.stack([f.planes[k] for f in frames])) for k in range(3)]
-        y, u, v = (p.cpu().numpy() for p in self.upscale_planes(*planes, bits=bits))
-        return [f.with_planes(y[i], u[i], v[i]) for i, f in enumerate(frames)]
+
+class Downscaler(_Engine):
+    """Reduce YUV 4:2:0 frames 2x with a trained :class:`~vsr_plugin.models.Downsampler` (the
+    encoder side's base layer). Same options as :class:`Upscaler`; tiles are in input pixels."""
+
+    block = 4
+
+    def __init__(self, model: str | Path | Downsampler, *, scale: int = 2, **options) -> None:
+        opts = EngineOptions(**options)
+        resolve_device(opts.device)
+        if isinstance(model, Downsampler):
+            net, info = copy.deepcopy(model), None
+        else:
+            net, info = load_downsampler(model, scale=scale)
+        super().__init__(net, info, opts)
+
+    @torch.inference_mode()
+    def downscale_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched full-resolution planes -> base-layer planes ``(N, ceil(H/2), ceil(W/2))`` etc."""
+        y, u, v = (p.to(self.device, non_blocking=True) for p in (y, u, v))
+        packed = kernels.pack(y, u, v, bits=bits, block=4, dtype=self.dtype, backend=self.options.backend)
+        residual = self._network(packed)
+        return kernels.unpack_downscale(residual, y, u, v, bits=bits, backend=self.options.backend)
+
+    def downscale_frames(self, frames: Iterable[Frame]) -> list[Frame]:
+        return self._frames(frames, self.downscale_planes)
+
+    def downscale(self, frame: Frame) -> Frame:
+        return self._run_batch([frame], self.downscale_planes)[0]

@@ -21,9 +21,10 @@ import numpy as np
 
 from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
 
-CODECS = ("libx264", "libx265", "libsvtav1")
+CODECS = ("libx264", "libx265", "libsvtav1", "ffv1")
+EVEN_ONLY = ("libx264", "libx265")  # H.264/HEVC cannot code odd 4:2:0 sizes (cropping is in 2-pixel units)
 PIX_FMTS = {"yuv420p": 8, "yuv420p10le": 10}
-DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 30}
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 30}  # ffv1 is lossless
 PIPE_IN, PIPE_OUT = "pipe:0", "pipe:1"
 
 
@@ -83,14 +84,15 @@ def _plane_view(plane, dtype: np.dtype) -> np.ndarray:
 
 
 def planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Copies of the Y, U, V planes of a yuv420p or yuv420p10le frame."""
-    dtype = np.uint8 if frame.format.name == "yuv420p" else np.dtype("<u2")
+    """Copies of the Y, U, V planes of a yuv420p (or yuvj420p) or yuv420p10le frame."""
+    dtype = np.dtype("<u2") if frame.format.name == "yuv420p10le" else np.uint8
     return tuple(_plane_view(p, dtype).copy() for p in frame.planes[:3])
 
 
-def video_frame(frame: Frame) -> av.VideoFrame:
-    """A new yuv420p / yuv420p10le VideoFrame holding ``frame``'s planes and colour tags."""
-    fmt = "yuv420p" if frame.bits == 8 else "yuv420p10le"
+def video_frame(frame: Frame, fmt: str | None = None) -> av.VideoFrame:
+    """A new VideoFrame holding ``frame``'s planes and colour tags: yuv420p / yuv420p10le by bit
+    depth, or ``fmt`` of the same layout (e.g. ``yuvj420p`` for the JPEG encoder)."""
+    fmt = fmt or ("yuv420p" if frame.bits == 8 else "yuv420p10le")
     out = av.VideoFrame(frame.width, frame.height, fmt)
     for plane, data in zip(out.planes, frame.planes):
         _plane_view(plane, data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype)[...] = data
@@ -207,6 +209,11 @@ class VideoInput:
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio
         self._notified: set[str] = set()
         self._raw_frame_bytes: int | None = None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Container-level tags."""
+        return dict(self.container.metadata)
 
     @property
     def copy_streams(self) -> list:
@@ -335,7 +342,8 @@ class EncodeOptions:
     """Base-codec settings for file output.
 
     ``crf`` and ``bitrate`` (bits/s) are alternatives; with neither, the codec's default CRF
-    (x264 18, x265 20, SVT-AV1 30) is used. ``pix_fmt`` None keeps the input's bit depth.
+    (x264 18, x265 20, SVT-AV1 30) is used; ``ffv1`` is lossless and takes neither. ``pix_fmt``
+    None keeps the input's bit depth.
     """
 
     codec: str = "libx264"
@@ -353,9 +361,13 @@ class EncodeOptions:
             raise ValueError("give either crf or bitrate, not both")
         if self.bitrate is not None and self.bitrate <= 0:
             raise ValueError(f"bitrate must be positive, got {self.bitrate}")
+        if self.codec == "ffv1" and (self.crf is not None or self.bitrate is not None):
+            raise ValueError("ffv1 is lossless: it takes neither crf nor bitrate")
 
     def codec_options(self) -> dict[str, str]:
         opts: dict[str, str] = {}
+        if self.codec == "ffv1":
+            return {"level": "3", "slicecrc": "1"}
         if self.preset:
             opts["preset"] = self.preset
         if self.bitrate is None:
@@ -387,13 +399,19 @@ class VideoOutput:
     """
 
     def __init__(self, path: str | Path, info: StreamInfo, options: EncodeOptions,
-                 copy_streams: list | None = None, *, format: str | None = None) -> None:
+                 copy_streams: list | None = None, *, format: str | None = None,
+                 tags: dict[str, str] | None = None) -> None:
         self.info, self.options = info, options
         self.bits = PIX_FMTS[options.pix_fmt] if options.pix_fmt else info.bits
+        if options.codec in EVEN_ONLY and (info.width % 2 or info.height % 2):
+            raise MediaError(f"{options.codec} cannot encode the odd frame size {info.width}x{info.height}; "
+                             "use --codec libsvtav1 or ffv1")
         try:
             self.container = av.open(str(path), "w", format=format)
         except av.error.FFmpegError as e:
             raise MediaError(f"cannot create {path}: {_reason(e)}") from None
+        if tags:
+            self.container.metadata.update(tags)
         try:
             self.stream = self.container.add_stream(options.codec, rate=info.rate, options=options.codec_options())
         except (av.error.FFmpegError, ValueError) as e:

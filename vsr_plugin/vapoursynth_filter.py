@@ -1,4 +1,5 @@
-"""VapourSynth surface: ``vsr_plugin.upscale(clip)`` and a PyAV-backed ``vsr_plugin.source(path)``.
+"""VapourSynth surface: ``vsr_plugin.upscale(clip)``, ``vsr_plugin.downscale(clip)`` and a
+PyAV-backed ``vsr_plugin.source(path)``.
 
 The only module that imports :mod:`vapoursynth`. Frames are processed as VapourSynth requests
 them, on its worker threads; each of ``num_streams`` engines runs one frame at a time, so GPU
@@ -15,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import vapoursynth as vs
 
-from .engine import Upscaler, resolve_device
+from .engine import Downscaler, Upscaler, resolve_device
 from .media import MediaError, TimedFrame, VideoInput
 from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
 
@@ -64,6 +65,45 @@ def _check_clip(clip, where: str) -> int:
     return ACCEPTED[fmt.id]
 
 
+def _apply(clip: vs.VideoNode, bits: int, engines: list, width: int, height: int, run) -> vs.VideoNode:
+    """A clip of ``width x height`` whose frames are ``run(engine, Frame)`` of ``clip``'s frames.
+
+    VapourSynth calls the selector from its worker threads; each engine (stream) serves one frame
+    at a time, and properties are copied from the source frame."""
+    pool: queue.Queue = queue.Queue()
+    for engine in engines:
+        pool.put(engine)
+    blank = core.std.BlankClip(clip, width=width, height=height, keep=True)
+
+    def render(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
+        src = f[1]
+        engine = pool.get()
+        try:
+            out = run(engine, _read(src, bits))
+        finally:
+            pool.put(engine)
+        dst = f[0].copy()
+        _write(dst, out.planes)
+        for key in list(dst.props.keys()):
+            del dst.props[key]
+        dst.props.update(src.props)
+        return dst
+
+    return core.std.ModifyFrame(blank, clips=[blank, clip], selector=render)
+
+
+def _engines(make, where: str, device: str, num_streams: int | None) -> list:
+    try:
+        dev = resolve_device(device)
+        first = make(None)
+    except Exception as e:  # vs.Error is what a VapourSynth user expects to see
+        raise vs.Error(f"{where}: {e}") from e
+    streams = num_streams or (2 if dev.type == "cuda" else 1)
+    if streams < 1:
+        raise vs.Error(f"{where}: num_streams must be >= 1, got {streams}")
+    return [first] + [make(first.net) for _ in range(streams - 1)]
+
+
 def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", device: str = "auto",
             dtype: str | None = None, tile: int | None = None, num_streams: int | None = None) -> vs.VideoNode:
     """Upscale a YUV420P8 or YUV420P10 clip ``scale`` times with a vsr upsampler.
@@ -83,36 +123,34 @@ def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", devic
         (colorimetry, ``_DurationNum``/``_DurationDen``, ``_FieldBased``, ``_SARNum``/``_SARDen``, ...).
     """
     bits = _check_clip(clip, "vsr_plugin.upscale")
-    try:
-        dev = resolve_device(device)
-        first = Upscaler(model, scale=scale, device=device, dtype=dtype, tile=tile, batch=1)
-    except Exception as e:  # vs.Error is what a VapourSynth user expects to see
-        raise vs.Error(f"vsr_plugin.upscale: {e}") from e
-    streams = num_streams or (2 if dev.type == "cuda" else 1)
-    if streams < 1:
-        raise vs.Error(f"vsr_plugin.upscale: num_streams must be >= 1, got {streams}")
-    pool: queue.Queue[Upscaler] = queue.Queue()
-    pool.put(first)
-    for _ in range(streams - 1):
-        pool.put(Upscaler(first.net, device=device, dtype=dtype, tile=tile, batch=1))
+    engines = _engines(lambda net: Upscaler(net or model, scale=scale, device=device, dtype=dtype, tile=tile, batch=1),
+                       "vsr_plugin.upscale", device, num_streams)
+    s = engines[0].scale
+    return _apply(clip, bits, engines, clip.width * s, clip.height * s, lambda e, f: e.upscale(f))
 
-    blank = core.std.BlankClip(clip, width=clip.width * first.scale, height=clip.height * first.scale, keep=True)
 
-    def render(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        src = f[1]
-        engine = pool.get()
-        try:
-            out = engine.upscale(_read(src, bits))
-        finally:
-            pool.put(engine)
-        dst = f[0].copy()
-        _write(dst, out.planes)
-        for key in list(dst.props.keys()):
-            del dst.props[key]
-        dst.props.update(src.props)
-        return dst
+def downscale(clip: vs.VideoNode, *, pair: str = "codec-default", model: str | None = None, device: str = "auto",
+              dtype: str | None = None, tile: int | None = None, num_streams: int | None = None) -> vs.VideoNode:
+    """Learned 2x reduction of a YUV420P8 or YUV420P10 clip (the encoder side's base layer).
 
-    return core.std.ModifyFrame(blank, clips=[blank, clip], selector=render)
+    Args:
+        clip: constant-format YUV420P8 / YUV420P10 clip whose half size is even (VapourSynth's 4:2:0).
+        pair: shipped down/upsampler pair (its ``x2-PAIR-down`` weights are used).
+        model: a downsampler weights path instead of ``pair``.
+        device, dtype, tile, num_streams: as for :func:`upscale`.
+
+    Returns:
+        A clip of the same format at half the size, frame properties copied.
+    """
+    bits = _check_clip(clip, "vsr_plugin.downscale")
+    w, h = (clip.width + 1) // 2, (clip.height + 1) // 2
+    if w % 2 or h % 2:
+        raise vs.Error(f"vsr_plugin.downscale: half of {clip.width}x{clip.height} is {w}x{h}, and VapourSynth's "
+                       "4:2:0 formats need even sizes; crop or pad the clip first")
+    name = model or f"x2-{pair}-down"
+    engines = _engines(lambda net: Downscaler(net or name, device=device, dtype=dtype, tile=tile, batch=1),
+                       "vsr_plugin.downscale", device, num_streams)
+    return _apply(clip, bits, engines, w, h, lambda e, f: e.downscale(f))
 
 
 class _Decoder:

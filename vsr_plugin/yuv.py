@@ -144,6 +144,25 @@ class Frame:
         """Same bit depth and colorimetry, new planes (e.g. after upscaling)."""
         return Frame(y=y, u=u, v=v, bits=self.bits, colorimetry=self.colorimetry)
 
+    def cropped(self, height: int, width: int) -> Frame:
+        """The top-left ``height x width`` picture (chroma cropped to match)."""
+        if height > self.height or width > self.width:
+            raise ValueError(f"cannot crop {self.width}x{self.height} to a larger {width}x{height}")
+        ch, cw = chroma_shape(height, width)
+        return self.with_planes(np.ascontiguousarray(self.y[:height, :width]),
+                                np.ascontiguousarray(self.u[:ch, :cw]), np.ascontiguousarray(self.v[:ch, :cw]))
+
+    def padded(self, height: int, width: int) -> Frame:
+        """Extend to ``height x width`` by replicating the last row and column (chroma to match)."""
+        if height < self.height or width < self.width:
+            raise ValueError(f"cannot pad {self.width}x{self.height} to a smaller {width}x{height}")
+        ch, cw = chroma_shape(height, width)
+
+        def pad(p: np.ndarray, h: int, w: int) -> np.ndarray:
+            return np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1])), mode="edge")
+
+        return self.with_planes(pad(self.y, height, width), pad(self.u, ch, cw), pad(self.v, ch, cw))
+
     def equals(self, other: Frame) -> bool:
         return (self.bits == other.bits and self.colorimetry == other.colorimetry
                 and all(np.array_equal(a, b) for a, b in zip(self.planes, other.planes)))

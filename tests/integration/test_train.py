@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from encoder import train as train_mod
+from encoder.data import list_images, load_pairs, split_validation
+from encoder.tasks import SRTask
 from encoder.train import TrainConfig, config_from_args, main, train
 from vsr_plugin.models import load_upsampler
 
@@ -22,11 +23,9 @@ def test_training_improves_on_the_bilinear_base(image_dir, tmp_path):
                                             "--epoch-steps", "30"]))
     first, last = result.summary["history"][0], result.summary["history"][-1]
     # a fresh network is the bilinear base; validate it to have the starting point
-    cfg = TrainConfig(data=str(image_dir), model="fast", val_count=2)
-    from encoder.data import list_images, load_pairs, split_validation
-    from vsr_plugin.models import PRESETS, Upsampler
+    task = SRTask(TrainConfig(data=str(image_dir), model="fast", val_count=2), torch.device("cpu"))
     val = load_pairs(split_validation(list_images(image_dir), 2)[1], 2)
-    base_psnr, _ = train_mod.validate(Upsampler(PRESETS["fast"]), val, train_mod.Dist(0, 1, torch.device("cpu")), 2)
+    base_psnr = SRTask.score(task.validate(task.model, val)[0])["val_psnr_y"]
     assert last["val_psnr_y"] > base_psnr + 0.3
     assert last["train_loss"] < first["train_loss"]
     # shippable weights with a training summary, TensorBoard events, a summary file

@@ -111,12 +111,6 @@ def test_existing_output_needs_overwrite(tmp_path, tiny_model, capsys):
     _no_leftovers(tmp_path, {"in.mp4", "out.mkv"})
 
 
-def test_encoder_side_not_shipped_is_a_clear_error(tmp_path, capsys):
-    src = make_clip(tmp_path / "in.mp4", frames=2, audio=False)
-    assert main([str(src)]) == 2
-    _one_error_line(capsys, "use --upscale")
-
-
 def test_truncated_file_finishes_with_a_warning(tmp_path, tiny_model, capsys):
     """Policy: decode what is decodable, keep that output, warn on stderr, exit 0."""
     src = make_clip(tmp_path / "full.y4m", size=(64, 48), frames=10, vcodec="rawvideo", audio=False, tags=False)

@@ -10,14 +10,17 @@ from pathlib import Path
 
 from .checkpoint import (CheckpointError, CheckpointInfo, load_into, load_state, read_info, save_checkpoint,
                          sidecar_paths)
+from .downsampler import DOWN_PRESETS, Downsampler, DownsamplerConfig
 from .layers import PooledSelfAttention
 from .upsampler import PRESETS, Upsampler, UpsamplerConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 UPSAMPLER = "upsampler"
+DOWNSAMPLER = "downsampler"
 
-__all__ = ["CheckpointError", "CheckpointInfo", "PRESETS", "PooledSelfAttention", "Upsampler", "UpsamplerConfig",
-           "WEIGHTS_DIR", "load_upsampler", "resolve_weights", "save_upsampler", "shipped_models", "read_info"]
+__all__ = ["CheckpointError", "CheckpointInfo", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig", "PRESETS",
+           "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "find_by_hash", "load_downsampler",
+           "load_upsampler", "resolve_weights", "save_downsampler", "save_upsampler", "shipped_models", "read_info"]
 
 
 def shipped_models(kind: str = UPSAMPLER) -> list[str]:
@@ -45,20 +48,45 @@ def resolve_weights(model: str | Path, *, scale: int = 2) -> Path:
     raise CheckpointError(f"no model {text!r}: not a shipped model (shipped: {shipped}) nor an existing weights file")
 
 
-def load_upsampler(model: str | Path = "default", *, scale: int = 2) -> tuple[Upsampler, CheckpointInfo]:
-    """Build an :class:`Upsampler` from shipped or saved weights (on CPU, eval mode)."""
+def find_by_hash(sha256: str, kind: str = UPSAMPLER) -> Path | None:
+    """The shipped weights file of ``kind`` whose content hash is ``sha256``, if any."""
+    for meta in sorted(WEIGHTS_DIR.glob("*.json")):
+        try:
+            info = read_info(meta)
+        except CheckpointError:
+            continue
+        if info.kind == kind and info.sha256 == sha256:
+            return info.path
+    return None
+
+
+def _load(model: str | Path, scale: int, kind: str, config_cls, net_cls):
     path = resolve_weights(model, scale=scale)
-    info, tensors = load_state(path, kind=UPSAMPLER)
+    info, tensors = load_state(path, kind=kind)
     try:
-        config = UpsamplerConfig.from_dict(info.config)
+        config = config_cls.from_dict(info.config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad architecture config in metadata ({e})") from None
     if config.scale != scale:
         raise CheckpointError(f"{path}: an x{config.scale} model, but x{scale} was requested")
-    net = Upsampler(config)
+    net = net_cls(config)
     load_into(net, tensors, path)
     return net.eval(), info
 
 
+def load_upsampler(model: str | Path = "default", *, scale: int = 2) -> tuple[Upsampler, CheckpointInfo]:
+    """Build an :class:`Upsampler` from shipped or saved weights (on CPU, eval mode)."""
+    return _load(model, scale, UPSAMPLER, UpsamplerConfig, Upsampler)
+
+
+def load_downsampler(model: str | Path, *, scale: int = 2) -> tuple[Downsampler, CheckpointInfo]:
+    """Build a :class:`Downsampler` from shipped or saved weights (on CPU, eval mode)."""
+    return _load(model, scale, DOWNSAMPLER, DownsamplerConfig, Downsampler)
+
+
 def save_upsampler(path: str | Path, net: Upsampler, *, training: dict | None = None) -> tuple[Path, Path]:
     return save_checkpoint(path, net, kind=UPSAMPLER, config=net.config.to_dict(), training=training)
+
+
+def save_downsampler(path: str | Path, net: Downsampler, *, training: dict | None = None) -> tuple[Path, Path]:
+    return save_checkpoint(path, net, kind=DOWNSAMPLER, config=net.config.to_dict(), training=training)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Reproduce every figure in docs/benchmarks.md. Run from the repository root:
+#
+#   bash docs/run_benchmarks.sh                       # the default steps below, in order
+#   STEPS="clips rd1080" bash docs/run_benchmarks.sh  # a subset
+#
+# Steps: clips (two 1080p test clips rendered from photos), rd1080 (x264 rate–distortion on them),
+# rdvideo (x264 rate–distortion on the natural clips of ../shared/data/video), speed (fps and
+# memory). Optional, not in the default set: rd1080-x265 and rd1080-av1 (same clips, other codecs).
+#
+# Environment:
+#   VSR_DATA    data root (default ../shared/data)
+#   OUT         reports and plots (default docs/results)
+#   CLIPS       rendered test clips (default out/clips; about 0.2 GB, not committed)
+#   MODEL_ARGS  extra options for every rd run, e.g. "--model runs/x2-default/best" while no
+#               weights are shipped, or "--down-model PATH" for the learned downsampler
+#   DEVICE      network device for rd (default auto: CUDA when present)
+set -euo pipefail
+
+DATA=${VSR_DATA:-../shared/data}
+OUT=${OUT:-docs/results}
+CLIPS=${CLIPS:-out/clips}
+MODEL_ARGS=${MODEL_ARGS:-}
+DEVICE=${DEVICE:-auto}
+STEPS=${STEPS:-clips rd1080 rdvideo speed}
+BENCH=${BENCH:-.venv/bin/vsr-bench}
+
+URBAN=()   # six 1024x768 Urban100 photos -> a 3x2 mosaic (3072x1536)
+for n in 002 005 012 018 026 045; do URBAN+=("$DATA/Urban100/img_$n.png"); done
+NATURE=()  # twenty 481x321 BSD200 photos -> a 5x4 mosaic (2405x1284)
+for n in 100075 100098 103041 105019 105053 106020 108073 109034 112082 113016 \
+         113044 117054 118020 118035 12003 12074 122048 124084 126039 130034; do
+    NATURE+=("$DATA/train/BSD200/$n.png")
+done
+VIDEO=("$DATA/video/bus_cif_352x288_17f.y4m" "$DATA/video/carphone_qcif_176x144_120f.mp4"
+       "$DATA/video/bikes_640x272_250f.mp4" "$DATA/video/bigbuckbunny_1280x720_132f.mp4")
+HD=("$CLIPS/urban_1080p.mkv" "$CLIPS/nature_1080p.mkv")
+
+run() { echo "+ $*" >&2; "$@"; }
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+# shellcheck disable=SC2086  # MODEL_ARGS is a list of options
+rd() { run "$BENCH" rd "$@" --device "$DEVICE" --out "$OUT" $MODEL_ARGS; }
+
+mkdir -p "$OUT" "$CLIPS"
+
+if has clips; then
+    run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 --size 1920x1080 --frames 48 -o "$CLIPS/urban_1080p.mkv"
+    run "$BENCH" make-clip "${NATURE[@]}" --mosaic 5x4 --size 1920x1080 --frames 48 -o "$CLIPS/nature_1080p.mkv"
+fi
+if has rd1080; then
+    rd "${HD[@]}" --codec libx264 --name rd_1080p_libx264
+fi
+if has rdvideo; then
+    rd "${VIDEO[@]}" --frames 48 --codec libx264 --name rd_video_libx264
+fi
+if has rd1080-x265; then
+    rd "${HD[@]}" --codec libx265 --name rd_1080p_libx265
+fi
+if has rd1080-av1; then
+    rd "${HD[@]}" --codec libsvtav1 --name rd_1080p_libsvtav1
+fi
+if has speed; then
+    run "$BENCH" speed --out "$OUT"
+fi

@@ -1,0 +1,614 @@
+"""``vsr-bench rd``: rate–distortion of the vsr pipelines against the conventional ones.
+
+For every clip and pipeline, a CRF ladder of real encodes::
+
+    original (decoded, 4:2:0) ──┬─ native ─────────────────────────── encode ─ decode ───────────────┐
+                                ├─ bicubic / lanczos: 2x down (PIL) ─ encode ─ decode ─ 2x up (PIL) ─┤
+                                ├─ sr:  bicubic 2x down ───────────── encode ─ decode ─ vsr upsampler ┤
+                                └─ vsr: learned 2x down ───────────── encode ─ decode ─ vsr upsampler ┘
+                                                                        compared with the original, at its size
+
+Encoding runs in a fresh process of the bundled ffmpeg for every point (bit-exact from run to run,
+which libx264 inside a long-lived process is not, see :func:`encoder.video.encode_y4m`); decoding,
+the scalers and the networks run in-process (PyAV, PIL, the vsr engine).
+
+Every point records the bitrate of the encoded video packets (the encoder's SEI / metadata units
+removed by ffmpeg's ``filter_units``, identically for every pipeline; the raw count is kept too),
+PSNR-Y/U/V, PSNR-YUV (6:1:1) and SSIM-Y computed in-process on the planes, and VMAF from the
+libvmaf filter of the bundled ffmpeg, whose own PSNR-Y must agree with the in-process one (see
+:mod:`encoder.vmaf`). BD-rate and BD-quality against ``native`` and against ``bicubic`` follow
+(:mod:`encoder.bdrate`), with the overlap and the crossover bitrates.
+
+Odd sizes: the base layer of ``H x W`` is ``ceil(H/2) x ceil(W/2)`` (the packed grid of the
+networks); any odd picture is edge-padded by one row/column for the encoder (4:2:0 encoders take
+even sizes) and cropped after decoding; the upscaled result is cropped to ``H x W`` and compared
+at that size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vsr_plugin.media import EncodeOptions, MediaError, VideoInput
+from vsr_plugin.models import CheckpointError, resolve_weights, shipped_models
+from vsr_plugin.yuv import Frame
+
+from . import bdrate, metrics
+from .report import machine, markdown_table, write_file, write_report
+from .resample import downscale2, half_size, upscale2
+from .video import Clip, decode, encode_y4m, pad_even, read_clip, remove, stream_bits, write_ffv1, write_y4m
+from .vmaf import DEFAULT_MODEL, VmafJob, check_psnr
+
+PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr")
+RD_CODECS = ("libx264", "libx265", "libsvtav1")  # lossy codecs with a CRF scale
+ANCHORS = ("native", "bicubic")
+BD_METRICS = ("psnr_y", "vmaf")
+PLOT_METRICS = ("psnr_y", "ssim_y", "psnr_yuv", "vmaf")
+METRIC_LABELS = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "psnr_yuv": "PSNR-YUV 6:1:1 (dB)", "vmaf": "VMAF"}
+
+# CRF ladders, six points each, chosen so that the full- and half-resolution curves cover about the
+# same bitrates (so BD values have an overlap to integrate over) and reach the low rates where the
+# curves cross. Calibrated on 1080p make-clip renders (docs/benchmarks.md, "Choosing the ladders"):
+# at equal CRF a 2x-reduced encode cost 0.27–0.29x the bits; x264 and x265 double the rate about
+# every 6 CRF steps, so equal bitrate sits ~9.5–11 steps lower for the half-resolution ladder (9 is
+# used for x264, leaning towards low rates; 11 for x265, as measured). SVT-AV1's rate falls slowly
+# with CRF until the top of its scale, so its full ladder ends at 63 and the half one spans 13–53.
+DEFAULT_LADDERS = {
+    "libx264": {"full": (24, 28, 32, 36, 40, 44), "half": (15, 19, 23, 27, 31, 35)},
+    "libx265": {"full": (24, 28, 32, 36, 40, 44), "half": (13, 17, 21, 25, 29, 33)},
+    "libsvtav1": {"full": (33, 39, 45, 51, 57, 63), "half": (13, 21, 29, 37, 45, 53)},
+}
+CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (1, 63)}
+DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
+
+
+Frames = list[Frame]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One way of carrying a clip through the codec.
+
+    ``down`` makes the base layer from the original frames (None: encode the original);
+    ``up`` restores the decoded base layer to ``(height, width)`` (None: the decoded frames are
+    the result)."""
+
+    name: str
+    description: str
+    down: Callable[[Frames], Frames] | None = None
+    up: Callable[[Frames, int, int], Frames] | None = None
+    models: dict = field(default_factory=dict)
+
+    @property
+    def reduced(self) -> bool:
+        return self.down is not None
+
+
+# --- the pipelines ---------------------------------------------------------------------------------
+
+def native() -> Pipeline:
+    return Pipeline("native", "full-resolution encode")
+
+
+def conventional(kernel: str) -> Pipeline:
+    label = {"bicubic": "bicubic (a=-0.5)", "lanczos": "Lanczos-3"}[kernel]
+    return Pipeline(kernel, f"{label} 2x down (antialiased), encode, {label} 2x up",
+                    down=lambda frames: [downscale2(f, kernel) for f in frames],
+                    up=lambda frames, h, w: [upscale2(f, kernel, h, w) for f in frames])
+
+
+def _upscaler(model: str, engine_options: dict):
+    from vsr_plugin.engine import Upscaler
+
+    engine = Upscaler(model, **engine_options)
+
+    def up(frames: Frames, h: int, w: int) -> Frames:
+        return [f.cropped(h, w) for f in engine.upscale_frames(frames)]
+
+    return up, repr(engine)
+
+
+def sr(model: str, engine_options: dict) -> Pipeline:
+    up, name = _upscaler(model, engine_options)
+    return Pipeline("sr", f"bicubic (a=-0.5) 2x down, encode, vsr upsampler {name}",
+                    down=lambda frames: [downscale2(f, "bicubic") for f in frames], up=up,
+                    models={"upsampler": name, "upsampler_weights": str(model)})
+
+
+def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str]:
+    """The encoder side's learned 2x downscale (the one function the ``vsr`` pipeline adds)."""
+    from vsr_plugin.engine import Downscaler
+
+    engine = Downscaler(model, **engine_options)
+    return engine.downscale_frames, repr(engine)
+
+
+def vsr(down_model: str, up_model: str, engine_options: dict) -> Pipeline:
+    down, down_name = learned_downscale(down_model, engine_options)
+    up, up_name = _upscaler(up_model, engine_options)
+    return Pipeline("vsr", f"learned 2x down {down_name}, encode, vsr upsampler {up_name}", down=down, up=up,
+                    models={"downsampler": down_name, "downsampler_weights": str(down_model), "upsampler": up_name,
+                            "upsampler_weights": str(up_model)})
+
+
+def _shipped(kind: str, prefer: str = "default") -> str | None:
+    names = shipped_models(kind)
+    for n in names:
+        if n.endswith(f"-{prefer}") or n == prefer:
+            return n
+    return names[0] if names else None
+
+
+def paired_upsampler(down_model: str) -> str | None:
+    """The upsampler trained with a downsampler, by the naming joint training uses: ``…-down`` pairs
+    with ``…-up`` (a shipped name, or a weights file beside the downsampler's)."""
+    text = str(down_model)
+    if not text.endswith("-down"):
+        return None
+    up = text[: -len("-down")] + "-up"
+    if up in shipped_models() or f"x2-{up}" in shipped_models():
+        return up
+    try:
+        resolve_weights(up)
+        return up
+    except CheckpointError:
+        return None
+
+
+def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str | None, vsr_up_model: str | None,
+                    engine_options: dict) -> tuple[list[Pipeline], dict[str, str]]:
+    """The requested pipelines that can run, and a note for each one that cannot."""
+    pipes, skipped = [], {}
+    up_model = model or _shipped("upsampler")
+    for name in names:
+        if name == "native":
+            pipes.append(native())
+        elif name in ("bicubic", "lanczos"):
+            pipes.append(conventional(name))
+        elif name == "sr":
+            if up_model is None:
+                skipped[name] = "no shipped upsampler weights yet (vsr_plugin/weights is empty); pass --model PATH"
+            else:
+                pipes.append(sr(up_model, engine_options))
+        elif name == "vsr":
+            down = down_model or _shipped("downsampler")
+            up = vsr_up_model or (paired_upsampler(down) if down else None) or up_model
+            if down is None:
+                skipped[name] = ("no learned downsampler is available yet (none shipped in vsr_plugin/weights); "
+                                 "pass --down-model PATH (and --vsr-up-model PATH for its jointly trained upsampler)")
+            elif up is None:
+                skipped[name] = "no upsampler for the learned base layer; pass --vsr-up-model PATH"
+            else:
+                pipes.append(vsr(down, up, engine_options))
+        else:
+            raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
+    return pipes, skipped
+
+
+# --- one ladder ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class LadderConfig:
+    """What every point of a run shares."""
+
+    codec: str = "libx264"
+    preset: str | None = None
+    crf_full: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["full"]
+    crf_half: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["half"]
+    vmaf_model: str = DEFAULT_MODEL
+    vmaf_threads: int = 0
+    lossless_check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.codec not in RD_CODECS:
+            raise ValueError(f"codec must be one of {', '.join(RD_CODECS)}, got {self.codec!r}")
+        lo, hi = CRF_RANGE[self.codec]
+        for which, ladder in (("full", self.crf_full), ("half", self.crf_half)):
+            if len(ladder) < 2:
+                raise ValueError(f"the {which}-resolution CRF ladder needs at least two values, got {list(ladder)}")
+            if len(set(ladder)) != len(ladder):
+                raise ValueError(f"the {which}-resolution CRF ladder repeats a value: {list(ladder)}")
+            bad = [c for c in ladder if not lo <= c <= hi]
+            if bad:
+                raise ValueError(f"{self.codec} CRF must be within {lo}..{hi}, got {bad}")
+
+    def ladder(self, pipeline: Pipeline) -> tuple[float, ...]:
+        return tuple(sorted(self.crf_half if pipeline.reduced else self.crf_full))
+
+
+def parse_ladder(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"bad CRF ladder {text!r}; give comma-separated numbers, e.g. 22,27,32,37") from None
+    return tuple(int(v) if v.is_integer() else v for v in values)
+
+
+Progress = Callable[[str], None]
+
+
+class LadderRunner:
+    """Runs every pipeline's ladder on one clip inside a scratch folder."""
+
+    def __init__(self, clip: Clip, config: LadderConfig, workdir: Path) -> None:
+        self.clip, self.config, self.work = clip, config, workdir
+        self.ref_path = workdir / "reference.y4m"
+        write_y4m(self.ref_path, clip.frames, clip.rate)
+
+    def _quality(self, frames: Frames, what: str) -> tuple[dict, dict]:
+        """In-process metrics and VMAF (ffmpeg, in parallel) of frames against the original."""
+        clip = self.clip
+        if len(frames) != len(clip.frames):
+            raise MediaError(f"{what}: {len(frames)} frames came back for {len(clip.frames)}")
+        dist_path = self.work / "distorted.y4m"
+        write_y4m(dist_path, frames, clip.rate)
+        job = VmafJob(dist_path, self.ref_path, rate=clip.rate, colorimetry=clip.colorimetry, bits=clip.bits,
+                      threads=self.config.vmaf_threads, model=self.config.vmaf_model)
+        try:
+            per_frame = [metrics.frame_quality(r, d) for r, d in zip(clip.frames, frames)]
+            vm = job.result()
+        finally:
+            job.close()
+            remove(dist_path)
+        check_psnr(vm, [f["psnr_y"] for f in per_frame], what)
+        q = metrics.mean_quality(per_frame)
+        q.update(vmaf=vm.vmaf, vmaf_harmonic_mean=vm.vmaf_harmonic_mean, vmaf_min=vm.vmaf_min)
+        return q, {"vmaf": vm.frames, "psnr_y": [f["psnr_y"] for f in per_frame]}
+
+    def lossless_check(self) -> dict:
+        """Encode the clip losslessly (FFV1), decode it, and measure it like any point: the planes must
+        come back identical, PSNR at its cap and libvmaf's PSNR-Y at its own cap on every frame.
+        The VMAF found is this clip's ceiling."""
+        path = self.work / "lossless.mkv"
+        write_ffv1(path, self.clip.frames, self.clip.rate)
+        back = decode(path)
+        remove(path)
+        same = len(back) == len(self.clip.frames) and all(a.equals(b) for a, b in zip(self.clip.frames, back))
+        if not same:
+            raise MediaError(f"{self.clip.path}: a lossless FFV1 round trip changed the pictures")
+        q, _ = self._quality(back, "lossless check")
+        return {"identical_planes": True, "psnr_y": q["psnr_y"], "vmaf": q["vmaf"], "vmaf_min": q["vmaf_min"]}
+
+    def run(self, pipeline: Pipeline, *, on_point: Callable[[dict], None] | None = None) -> list[dict]:
+        clip, cfg = self.clip, self.config
+        t = time.perf_counter()
+        base = pipeline.down(clip.frames) if pipeline.down else clip.frames
+        down_s = time.perf_counter() - t
+        bh, bw = base[0].height, base[0].width
+        if pipeline.reduced and (bh, bw) != half_size(clip.height, clip.width):
+            raise RuntimeError(f"{pipeline.name}: base layer is {bw}x{bh}, expected "
+                               f"{half_size(clip.height, clip.width)[::-1]}")
+        base_path = self.work / f"{pipeline.name}_base.y4m"
+        write_y4m(base_path, (pad_even(f) for f in base), clip.rate)
+        points = []
+        try:
+            for crf in cfg.ladder(pipeline):
+                points.append(self._point(pipeline, crf, base_path, (bh, bw), down_s if not points else 0.0))
+                if on_point:
+                    on_point(points[-1])
+        finally:
+            remove(base_path)
+        return points
+
+    def _point(self, pipeline: Pipeline, crf: float, base_path: Path, base_size: tuple[int, int],
+               down_s: float) -> dict:
+        clip, cfg = self.clip, self.config
+        bh, bw = base_size
+        stream = self.work / f"{pipeline.name}_crf{crf}.mkv"
+        t0 = time.perf_counter()
+        try:
+            encode_y4m(base_path, stream, EncodeOptions(codec=cfg.codec, crf=crf, preset=cfg.preset),
+                       clip.colorimetry)
+            t1 = time.perf_counter()
+            bits = stream_bits(stream)
+            decoded = [f.cropped(bh, bw) for f in decode(stream)]
+        finally:
+            remove(stream)
+        t2 = time.perf_counter()
+        out = pipeline.up(decoded, clip.height, clip.width) if pipeline.up else decoded
+        t3 = time.perf_counter()
+        q, per_frame = self._quality(out, f"{clip.name} {pipeline.name} crf {crf:g}")
+        t4 = time.perf_counter()
+        return {
+            "pipeline": pipeline.name, "crf": crf, "base_width": bw, "base_height": bh,
+            "kbps": bits.kbps(clip.seconds), "kbps_with_sei": bits.kbps(clip.seconds, with_sei=True),
+            "bytes": bits.picture_bytes, "bytes_with_sei": bits.packet_bytes,
+            "extradata_bytes": bits.extradata_bytes, "packets": bits.packets, **q,
+            "per_frame": per_frame,
+            "seconds": {"downscale": down_s, "encode": t1 - t0, "decode": t2 - t1, "upscale": t3 - t2,
+                        "metrics": t4 - t3},
+        }
+
+
+# --- analysis --------------------------------------------------------------------------------------
+
+def curve(points: list[dict], pipeline: str, metric: str) -> bdrate.Curve:
+    pts = [p for p in points if p["pipeline"] == pipeline]
+    return bdrate.Curve.of([p["kbps"] for p in pts], [p[metric] for p in pts])
+
+
+def analyse(points: list[dict], pipelines: Sequence[str], *, min_overlap: float) -> dict:
+    """``{metric: {"vs <anchor>": {pipeline: comparison}}}`` for every anchor present."""
+    out: dict = {}
+    for metric in BD_METRICS:
+        out[metric] = {}
+        for anchor in ANCHORS:
+            if anchor not in pipelines:
+                continue
+            a = curve(points, anchor, metric)
+            out[metric][f"vs {anchor}"] = {  # native vs bicubic is bicubic vs native inverted: not repeated
+                name: bdrate.compare(a, curve(points, name, metric), min_overlap=min_overlap)
+                for name in pipelines if name != anchor and name not in ANCHORS[:ANCHORS.index(anchor)]}
+    return out
+
+
+def summarise(clips: list[dict], pipelines: Sequence[str]) -> dict:
+    """Mean BD-rate (pchip) over the clips where it is reliable, per anchor, metric and pipeline."""
+    out: dict = {}
+    for metric in BD_METRICS:
+        for anchor in ANCHORS:
+            key = f"vs {anchor}"
+            for name in pipelines:
+                vals = [c["bd"][metric][key][name]["bd_rate"]["pchip"] for c in clips
+                        if key in c["bd"][metric] and name in c["bd"][metric][key]]
+                if not vals:
+                    continue
+                good = [v["value"] for v in vals if v["reliable"]]
+                out.setdefault(metric, {}).setdefault(key, {})[name] = {
+                    "mean_bd_rate_pchip": float(np.mean(good)) if good else None,
+                    "clips": len(vals), "reliable_clips": len(good)}
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+def _fmt_delta(d: dict, unit: str) -> str:
+    if d["value"] is None:
+        return "n/a"
+    return f"{d['value']:+.2f}{unit}" + ("" if d["reliable"] else " ⚠")
+
+
+def _fmt_range(d: dict, unit: str, digits: int) -> str:
+    if d["interval"] is None:
+        return d["note"]
+    lo, hi = d["interval"]
+    text = f"{lo:.{digits}f}–{hi:.{digits}f}{unit} ({100 * d['overlap_of_narrower']:.0f}% of the narrower curve)"
+    return text + (f" ⚠ {d['note']}" if d["note"] else "")
+
+
+def _fmt_cross(cs: list[dict], anchor: str, test: str) -> str:
+    if not cs:
+        return "none in the common range"
+    return ", ".join(f"{c['rate']:.0f} kbps ({test if c['better_below'] == 'test' else anchor} better below)"
+                     for c in cs)
+
+
+def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
+    lines = [f"# vsr-bench rd — {data['codec']} preset {data['preset']}", ""]
+    lines.append("Bitrate: video packet bytes with the encoder's SEI/metadata units removed (same for every "
+                 "pipeline), over the clip's duration. PSNR: mean of per-frame PSNR (capped at "
+                 f"{metrics.PSNR_CAP_DB:g} dB); PSNR-YUV = (6·Y + U + V) / 8; SSIM-Y: 11x11 Gaussian; VMAF: libvmaf "
+                 f"{data['vmaf_model']} (mean). All against the original at its own size.")
+    lines.append(f"CRF ladders: full resolution {list(data['ladders']['full'])}, half resolution "
+                 f"{list(data['ladders']['half'])}.")
+    lines.append("BD-rate integrates over the quality range both curves cover, BD-quality over the bitrate range "
+                 f"both cover (ranges shown); ⚠ marks an overlap under {100 * data['min_overlap']:.0f}% of the "
+                 "narrower curve's range, or fewer than two points of a curve inside it. Crossovers: bitrates "
+                 "where the curves cross (pchip on log-rate).")
+    lines.append("")
+    lines.append("Pipelines:")
+    for name, desc in data["pipelines"].items():
+        lines.append(f"- `{name}`: {desc}")
+    for name, note in data["skipped"].items():
+        lines.append(f"- `{name}`: **skipped** — {note}")
+    lines.append("")
+    if data["summary"]:
+        lines.append("## Mean BD-rate over clips (pchip, reliable clips only)")
+        rows = []
+        for metric, by_anchor in data["summary"].items():
+            for anchor, by_pipe in by_anchor.items():
+                for name, s in by_pipe.items():
+                    v = s["mean_bd_rate_pchip"]
+                    rows.append([METRIC_LABELS[metric], anchor, name, "n/a" if v is None else f"{v:+.2f}%",
+                                 f"{s['reliable_clips']}/{s['clips']}"])
+        lines += [markdown_table(["metric", "anchor", "pipeline", "mean BD-rate", "clips"], rows), ""]
+    for c in data["clips"]:
+        lines.append(f"## {c['name']} — {c['width']}x{c['height']}, {c['frames']} frames, {c['fps']:.3f} fps, "
+                     f"{c['bits']}-bit")
+        lines.append(f"Source: `{c['path']}`; base layer {c['base_width']}x{c['base_height']}.")
+        if c.get("lossless_check"):
+            lc = c["lossless_check"]
+            lines.append(f"Lossless check: FFV1 round trip identical; PSNR-Y {lc['psnr_y']:.1f} (cap), "
+                         f"VMAF ceiling {lc['vmaf']:.2f} (min {lc['vmaf_min']:.2f}).")
+        if c.get("truncated"):
+            lines.append("⚠ the input is truncated or damaged; the frames that decoded were used.")
+        lines.append("")
+        rows = [[p["pipeline"], f"{p['crf']:g}", f"{p['kbps']:.1f}", f"{p['psnr_y']:.2f}", f"{p['ssim_y']:.4f}",
+                 f"{p['psnr_yuv']:.2f}", f"{p['vmaf']:.2f}"] for p in c["points"]]
+        lines += [markdown_table(["pipeline", "CRF", "kbps", "PSNR-Y", "SSIM-Y", "PSNR-YUV", "VMAF"], rows), ""]
+        for metric in BD_METRICS:
+            unit = " dB" if metric == "psnr_y" else ""
+            rows = []
+            for anchor, by_pipe in c["bd"][metric].items():
+                for name, cmp in by_pipe.items():
+                    rate, qual = cmp["bd_rate"], cmp["bd_quality"]
+                    rows.append([anchor, name, _fmt_delta(rate["pchip"], "%"), _fmt_delta(rate["akima"], "%"),
+                                 _fmt_range(rate["pchip"], unit, 2), _fmt_delta(qual["pchip"], unit),
+                                 _fmt_range(qual["pchip"], " kbps", 0),
+                                 _fmt_cross(cmp["crossovers"], anchor.removeprefix("vs "), name)])
+            if rows:
+                short = "PSNR" if metric == "psnr_y" else "VMAF"
+                lines += [f"BD on {METRIC_LABELS[metric]}:", "",
+                          markdown_table(["anchor", "pipeline", "BD-rate pchip", "BD-rate akima",
+                                          f"{short} range of BD-rate", f"BD-{short} pchip",
+                                          f"bitrate range of BD-{short}", "crossovers"], rows), ""]
+        for metric, name in plots.get(c["name"], {}).items():
+            lines.append(f"![{c['name']} {METRIC_LABELS[metric]}]({name})")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- command ---------------------------------------------------------------------------------------
+
+def _say(quiet: bool) -> Progress:
+    start = time.perf_counter()
+
+    def say(text: str) -> None:
+        if not quiet:
+            s = int(time.perf_counter() - start)
+            print(f"[{s // 60:02d}:{s % 60:02d}] {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def ffmpeg_version() -> str:
+    """First line of the bundled ffmpeg's ``-version`` (encoder and libvmaf builds vary with it)."""
+    import subprocess
+
+    from vsr_plugin.ffmpeg_tools import ffmpeg_exe
+
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def _unique_names(paths: list[str]) -> list[str]:
+    """Clip names for reports and plot files: the file stems, numbered where two are equal."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        out.append(stem if n == 0 else f"{stem}-{n + 1}")
+    return out
+
+
+def run_rd(args: argparse.Namespace) -> int:
+    say = _say(args.quiet)
+    codec = args.codec
+    ladders = DEFAULT_LADDERS[codec]
+    config = LadderConfig(codec=codec, preset=args.preset or DEFAULT_PRESET[codec],
+                          crf_full=parse_ladder(args.crf_full) if args.crf_full else ladders["full"],
+                          crf_half=parse_ladder(args.crf_half) if args.crf_half else ladders["half"],
+                          vmaf_model=args.vmaf_model, vmaf_threads=args.threads,
+                          lossless_check=not args.no_lossless_check)
+    names = [n.strip() for n in args.pipelines.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--pipelines is empty")
+    if not 0 <= args.min_overlap <= 1:  # also false for NaN
+        raise ValueError(f"--min-overlap must be within 0..1, got {args.min_overlap}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    for path in args.clips:  # fail on a bad clip before any model is loaded or a ladder run
+        if not Path(path).is_file():
+            raise MediaError(f"no such clip: {path}")
+        VideoInput(path).close()
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out is not a folder: {out_dir}")
+    engine_options = {"device": args.device, "dtype": args.dtype, "batch": args.batch}
+    pipelines, skipped = build_pipelines(names, model=args.model, down_model=args.down_model,
+                                         vsr_up_model=args.vsr_up_model, engine_options=engine_options)
+    for name, note in skipped.items():
+        say(f"note: pipeline {name} skipped: {note}")
+    total = sum(len(config.ladder(p)) for p in pipelines) * len(args.clips)
+    done = 0
+    results = []
+    for name, path in zip(_unique_names(args.clips), args.clips):
+        clip = read_clip(path, max_frames=args.frames)  # one clip in memory at a time
+        with tempfile.TemporaryDirectory(prefix="vsr-rd-", dir=args.work_dir) as tmp:
+            runner = LadderRunner(clip, config, Path(tmp))
+            bh, bw = half_size(clip.height, clip.width)
+            entry = {"name": name, "path": clip.path, "width": clip.width, "height": clip.height,
+                     "frames": len(clip.frames), "fps": float(clip.rate), "rate": str(clip.rate), "bits": clip.bits,
+                     "colorimetry": clip.colorimetry.describe(), "base_width": bw, "base_height": bh,
+                     "truncated": clip.truncated, "points": []}
+            if config.lossless_check:
+                say(f"{name}: lossless check ({clip.width}x{clip.height}, {len(clip.frames)} frames)")
+                entry["lossless_check"] = runner.lossless_check()
+            for p in pipelines:
+                def on_point(pt: dict, p=p, name=name) -> None:
+                    nonlocal done
+                    done += 1
+                    say(f"{done}/{total} {name} {p.name} crf {pt['crf']:g}: {pt['kbps']:.1f} kbps, "
+                        f"PSNR-Y {pt['psnr_y']:.2f}, VMAF {pt['vmaf']:.2f}")
+                entry["points"] += runner.run(p, on_point=on_point)
+        entry["bd"] = analyse(entry["points"], [p.name for p in pipelines], min_overlap=args.min_overlap)
+        results.append(entry)
+
+    data = {
+        "protocol": "rd-v1", "codec": codec, "preset": config.preset,
+        "ladders": {"full": list(config.crf_full), "half": list(config.crf_half)},
+        "pipelines": {p.name: p.description for p in pipelines}, "skipped": skipped,
+        "models": {p.name: p.models for p in pipelines if p.models},
+        "vmaf_model": config.vmaf_model, "psnr_cap_db": metrics.PSNR_CAP_DB, "min_overlap": args.min_overlap,
+        "bitrate": "video packet bytes after ffmpeg filter_units removed the encoder's SEI/metadata units "
+                   "(h264: 6; hevc: 39|40; av1 OBU 5); kbps_with_sei counts every packet byte; codec "
+                   "extradata is not counted (recorded as extradata_bytes)",
+        "clips": results, "summary": summarise(results, [p.name for p in pipelines]),
+        "machine": {**machine(), "ffmpeg": ffmpeg_version()}, "command": "vsr-bench " + " ".join(args.argv),
+    }
+    rendered = {}
+    if args.plots:
+        from .plots import rd_plots
+
+        rendered = rd_plots(data, args.name)
+    plots = {clip: {metric: f for metric, (f, _) in by_metric.items()} for clip, by_metric in rendered.items()}
+    markdown_text = markdown(data, plots)
+    for by_metric in rendered.values():
+        for filename, png in by_metric.values():
+            write_file(out_dir, filename, png)
+    json_path, md_path = write_report(out_dir, args.name, data, markdown_text)
+    say(f"wrote {json_path}, {md_path}" + (f" and {sum(len(v) for v in plots.values())} plots" if plots else ""))
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("rd", help="video rate–distortion: CRF ladders, BD-rate and VMAF against native and bicubic",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Rate–distortion curves of native, bicubic, lanczos, sr and vsr pipelines over "
+                                   "CRF ladders, with PSNR-Y, SSIM-Y, PSNR-YUV, VMAF, BD-rate and crossovers.")
+    p.add_argument("clips", nargs="+", metavar="CLIP", help="video files (y4m, mp4, mkv, ...)")
+    p.add_argument("--codec", default="libx264", choices=list(RD_CODECS))
+    p.add_argument("--preset", default=None, help="encoder preset (default: x264/x265 medium, SVT-AV1 8)")
+    p.add_argument("--crf-full", default=None, help="CRF ladder of full-resolution encodes, e.g. 23,27,31,35 "
+                                                    "(default per codec, see docs/benchmarks.md)")
+    p.add_argument("--crf-half", default=None, help="CRF ladder of half-resolution (base layer) encodes")
+    p.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated subset of " + ",".join(PIPELINES))
+    p.add_argument("--frames", type=int, default=None, help="use the first N frames of each clip (default: all)")
+    p.add_argument("--model", default=None,
+                   help="upsampler for sr (shipped name or weights path; default: the shipped default)")
+    p.add_argument("--down-model", default=None, help="learned downsampler for vsr (default: shipped, if any)")
+    p.add_argument("--vsr-up-model", default=None,
+                   help="upsampler trained with --down-model (default: its '-up' sibling when the downsampler is "
+                        "named '...-down', else --model)")
+    p.add_argument("--device", default="auto", help="network device: auto, cpu, cuda")
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--batch", type=int, default=4, help="frames per network call")
+    p.add_argument("--vmaf-model", default=DEFAULT_MODEL, help="libvmaf model option")
+    p.add_argument("--threads", type=int, default=0, help="libvmaf threads (0: all cores)")
+    p.add_argument("--min-overlap", type=float, default=bdrate.DEFAULT_MIN_OVERLAP,
+                   help="overlap (fraction of the union of the two ranges) below which a BD value is flagged")
+    p.add_argument("--no-lossless-check", action="store_true",
+                   help="skip the per-clip check of the metric path against a lossless FFV1 round trip")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write PNG plots")
+    p.add_argument("--out", default="docs/results", help="folder for NAME.json, NAME.md and the plots")
+    p.add_argument("--name", default=None, help="report name (default: rd_CODEC)")
+    p.add_argument("--work-dir", default=None, help="scratch folder for streams and y4m files (default: system temp)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    args.name = args.name or f"rd_{args.codec}"
+    if "/" in args.name or args.name.startswith("."):
+        raise ValueError(f"--name must be a plain file name, got {args.name!r}")
+    return run_rd(args)

@@ -1,0 +1,222 @@
+"""What ``vsr-train`` optimises in each mode: the networks, the per-batch loss, validation, export.
+
+``sr``    — the upsampler alone, on bicubic-degraded images (shipped SR weights).
+``joint`` — downsampler + upsampler around a codec proxy, trained together (the encoder side)::
+
+    HR crop --pack(4)--> Downsampler --+ bicubic 2x base--> LR (float) --round (straight-through)-->
+        --codec proxy (identity | noise | x264/JPEG round trip, straight-through)-->
+        --pack(2)--> Upsampler --+ bilinear base--> SR   vs HR: L1 (luma-weighted)
+    + base_weight x |LR - bicubic base| (keeps the base layer watchable on any player)
+
+The networks define ``forward`` only; everything here is the training wrapper around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import kernels
+from vsr_plugin.models import (DOWN_PRESETS, Downsampler, Upsampler, load_downsampler, load_upsampler,
+                               save_downsampler, save_upsampler, shipped_models)
+from vsr_plugin.yuv import Frame, frame_to_rgb
+
+from . import metrics
+from .codec import ProxyConfig, apply_proxy, quantize_st
+from .data import SRPair
+
+Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def yuv_l1(pred: Planes, target: Planes, *, bits: int, luma_weight: float) -> torch.Tensor:
+    """L1 in normalised units (a full-range step is 2), luma weighted ``luma_weight``, each chroma
+    plane ``(1 - luma_weight) / 2``."""
+    scale = 2.0 / kernels.max_code(bits)
+    losses = [(p - t.to(torch.float32)).abs().mean() * scale for p, t in zip(pred, target)]
+    cw = (1.0 - luma_weight) / 2.0
+    return luma_weight * losses[0] + cw * (losses[1] + losses[2])
+
+
+def _psnr_y(test: np.ndarray, ref: np.ndarray, shave: int) -> tuple[float, int]:
+    a = metrics.shave(test, shave).astype(np.float64)
+    b = metrics.shave(ref, shave).astype(np.float64)
+    return float(((a - b) ** 2).sum()), a.size
+
+
+def _crop_rgb(frame: Frame, size: int = 192) -> np.ndarray:
+    rgb = frame_to_rgb(frame)
+    h, w = rgb.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return rgb[top:top + size, left:left + size]
+
+
+def _side_by_side(*frames: Frame) -> np.ndarray:
+    views = [_crop_rgb(f) for f in frames]
+    hmin = min(v.shape[0] for v in views)
+    return np.concatenate([v[:hmin] for v in views], axis=1).transpose(2, 0, 1)
+
+
+def _upscale(up: Upsampler, lr: Planes, scale: int) -> Planes:
+    return kernels.unpack_upscale(up(kernels.pack(*lr, bits=8, block=2)), *lr, bits=8, scale=scale)
+
+
+def _to_planes(frame: Frame, device: torch.device) -> Planes:
+    return tuple(torch.from_numpy(p)[None].to(device) for p in frame.planes)
+
+
+def _frame(like: Frame, planes: Planes) -> Frame:
+    return like.with_planes(*[p[0].cpu().numpy() for p in planes])
+
+
+class SRTask:
+    """The upsampler alone, on pairs made by the bicubic degradation."""
+
+    name = "sr"
+
+    def __init__(self, cfg, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        if cfg.init:
+            net, _ = load_upsampler(cfg.init, scale=cfg.scale)
+            if net.config != cfg.architecture():
+                raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
+        else:
+            net = Upsampler(cfg.architecture())
+        self.model = net.to(device).train()
+
+    def describe(self) -> str:
+        return f"{self.cfg.model} x{self.cfg.scale} upsampler"
+
+    def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
+        with autocast:
+            residual = model(kernels.pack(*lr, bits=8, block=2))
+        pred = kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
+        return yuv_l1(pred, hr, bits=8, luma_weight=self.cfg.luma_weight)
+
+    @torch.no_grad()
+    def validate(self, net: Upsampler, pairs: list[SRPair]) -> tuple[list[float], list[np.ndarray]]:
+        """Summed squared error and sample count of SR Y (``scale`` px shaved), and sample images
+        (``bilinear | network | HR``)."""
+        net.eval()
+        s = self.cfg.scale
+        sse, count, images = 0.0, 0, []
+        for pair in pairs:
+            lr = _to_planes(pair.lr, self.device)
+            sr = _frame(pair.hr, _upscale(net, lr, s))
+            e, n = _psnr_y(sr.y, pair.hr.y, s)
+            sse, count = sse + e, count + n
+            if len(images) < self.cfg.samples:
+                zero = torch.zeros(1, 6 * s * s, *lr[1].shape[1:], device=self.device)
+                base = _frame(pair.hr, kernels.unpack_upscale(zero, *lr, bits=8, scale=s))
+                images.append(_side_by_side(base, sr, pair.hr))
+        return [sse, float(count)], images
+
+    @staticmethod
+    def score(sums: list[float]) -> dict[str, float]:
+        return {"val_psnr_y": metrics.psnr_from_mse(sums[0] / max(sums[1], 1.0))}
+
+    def export(self, net: Upsampler, out: Path, training: dict) -> None:
+        save_upsampler(out / "best", net, training=training)
+
+
+class JointModel(nn.Module):
+    """Training wrapper: downsampler -> rounding -> codec proxy -> upsampler, end to end.
+
+    ``forward`` takes full-resolution 8-bit planes and returns the restored planes (float code
+    values, differentiable), the downsampler's residual (for the base-layer term) and which proxy
+    was applied.
+    """
+
+    def __init__(self, down: Downsampler, up: Upsampler, proxy: ProxyConfig, generator: torch.Generator,
+                 autocast: Callable[[], AbstractContextManager]) -> None:
+        super().__init__()
+        self.down, self.up = down, up
+        self.proxy, self.generator, self.autocast = proxy, generator, autocast
+
+    def forward(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[Planes, torch.Tensor, str]:
+        with self.autocast():
+            res_down = self.down(kernels.pack(y, u, v, bits=8, block=4))
+        lr = kernels.downscale_planes_float(res_down.float(), y, u, v, bits=8)
+        lr = tuple(quantize_st(p, 8) for p in lr)
+        lr, applied = apply_proxy(lr, self.proxy, self.generator)
+        with self.autocast():
+            res_up = self.up(kernels.pack_float(*lr, bits=8, block=2))
+        sr = kernels.upscale_planes_float(res_up.float(), *lr, bits=8, scale=self.up.scale)
+        return sr, res_down.float(), applied
+
+
+class JointTask:
+    """Downsampler + upsampler trained together with the codec in the loop."""
+
+    name = "joint"
+
+    def __init__(self, cfg, device: torch.device, generator: torch.Generator,
+                 autocast: Callable[[], AbstractContextManager]) -> None:
+        self.cfg, self.device = cfg, device
+        init_up = cfg.init or ("default" if f"x{cfg.scale}-default" in shipped_models() else "")
+        if init_up:
+            up, _ = load_upsampler(init_up, scale=cfg.scale)  # the upsampler starts from SR weights
+        else:
+            up = Upsampler(cfg.architecture())
+        if cfg.init_down:
+            down, _ = load_downsampler(cfg.init_down, scale=cfg.scale)
+        else:
+            down = Downsampler(DOWN_PRESETS[cfg.down_model])
+        lo, hi = cfg.proxy_quality_range
+        proxy = ProxyConfig(noise=cfg.proxy_noise, codec=cfg.proxy_codec, codec_fraction=cfg.proxy_codec_fraction,
+                            quality=(lo, hi))
+        self.init_up = init_up or "random"
+        self.model = JointModel(down, up, proxy, generator, autocast).to(device).train()
+        self.baseline: list[float] | None = None
+
+    def describe(self) -> str:
+        m = self.model
+        return (f"joint {self.cfg.down_model} downsampler + upsampler (from {self.init_up}), proxy "
+                f"{m.proxy.codec} on {m.proxy.codec_fraction:.0%} of batches, noise <= {m.proxy.noise}")
+
+    def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
+        sr, res_down, _ = model(*hr)
+        restore = yuv_l1(sr, hr, bits=8, luma_weight=self.cfg.luma_weight)
+        # |LR - bicubic base| in normalised units is |residual|: luma phases 0..3, chroma 4, 5
+        lw = self.cfg.luma_weight
+        base = lw * res_down[:, :4].abs().mean() + (1 - lw) / 2 * (res_down[:, 4].abs().mean() + res_down[:, 5].abs().mean())
+        return restore + self.cfg.base_weight * base
+
+    @torch.no_grad()
+    def validate(self, model: JointModel, pairs: list[SRPair]) -> tuple[list[float], list[np.ndarray]]:
+        """Sums for: restored Y (lossless base layer), the base layer's Y vs the conventional
+        bicubic reduction, and the reference "bicubic down + this upsampler"; sample images
+        (``restored | HR``)."""
+        model.eval()
+        s = self.cfg.scale
+        sums = [0.0] * 6
+        images = []
+        for pair in pairs:
+            hr = _to_planes(pair.hr, self.device)
+            res = model.down(kernels.pack(*hr, bits=8, block=4))
+            lr = kernels.unpack_downscale(res, *hr, bits=8)
+            conventional = kernels.unpack_downscale(torch.zeros_like(res), *hr, bits=8)
+            restored = _frame(pair.hr, _upscale(model.up, lr, s))
+            reference = _frame(pair.hr, _upscale(model.up, conventional, s))
+            for k, (test, ref, shave) in enumerate(((restored.y, pair.hr.y, s), (lr[0][0].cpu().numpy(),
+                                                    conventional[0][0].cpu().numpy(), 1), (reference.y, pair.hr.y, s))):
+                e, n = _psnr_y(test, ref, shave)
+                sums[2 * k] += e
+                sums[2 * k + 1] += n
+            if len(images) < self.cfg.samples:
+                images.append(_side_by_side(restored, pair.hr))
+        return sums, images
+
+    @staticmethod
+    def score(sums: list[float]) -> dict[str, float]:
+        p = [metrics.psnr_from_mse(sums[i] / max(sums[i + 1], 1.0)) for i in (0, 2, 4)]
+        return {"val_psnr_y": p[0], "val_base_psnr_y": p[1], "val_bicubic_down_psnr_y": p[2]}
+
+    def export(self, model: JointModel, out: Path, training: dict) -> None:
+        save_downsampler(out / "best-down", model.down, training=training)
+        save_upsampler(out / "best-up", model.up, training=training)
+

@@ -1,0 +1,233 @@
+"""Whole clips in memory for the benchmarks: reading any input, writing exact y4m, encoding and
+decoding one base-layer stream, and counting its bits.
+
+Reading, y4m writing and decoding go through the project's in-process PyAV layer
+(:mod:`vsr_plugin.media`); rate-distortion encodes run the bundled ffmpeg (:func:`encode_y4m`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.bitstream
+import av.error
+import numpy as np
+
+from vsr_plugin.media import EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput, Y4MOutput
+from vsr_plugin.yuv import Colorimetry, Frame
+
+# Units that carry no picture data and that the encoders add on their own (x264's ~0.7 kB version
+# SEI, x265's SEI, AV1 metadata OBUs). Removed before counting bits, the same way for every pipeline.
+NON_PICTURE_UNITS = {"h264": "6", "hevc": "39|40", "av1": "5"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded clip: its frames (all one size and depth), frame rate and where it came from."""
+
+    path: str
+    frames: list[Frame]
+    rate: Fraction
+    truncated: bool = False
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+    @property
+    def width(self) -> int:
+        return self.frames[0].width
+
+    @property
+    def height(self) -> int:
+        return self.frames[0].height
+
+    @property
+    def bits(self) -> int:
+        return self.frames[0].bits
+
+    @property
+    def colorimetry(self) -> Colorimetry:
+        return self.frames[0].colorimetry
+
+    @property
+    def seconds(self) -> float:
+        return len(self.frames) / float(self.rate)
+
+
+def read_clip(path: str | Path, *, max_frames: int | None = None) -> Clip:
+    """Decode up to ``max_frames`` frames of a video file (y4m, mp4, mkv, ...) with PyAV."""
+    frames: list[Frame] = []
+    with VideoInput(path) as inp:
+        for item in inp.items():
+            if isinstance(item, TimedFrame):
+                if frames and (item.frame.y.shape != frames[0].y.shape or item.frame.bits != frames[0].bits):
+                    raise MediaError(f"{path}: picture size or depth changes mid-clip (frame {len(frames)})")
+                frames.append(item.frame)
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+        rate = inp.rate
+        truncated = inp.truncated
+    return Clip(str(path), frames, Fraction(rate).limit_denominator(1001 * 1000), truncated)
+
+
+# --- lossless files --------------------------------------------------------------------------------
+
+def write_y4m(path: str | Path, frames: Iterable[Frame], rate: Fraction) -> int:
+    """Write frames as y4m through the project's PyAV muxer (plain write: callers wrap it in
+    :func:`vsr_plugin.atomic.atomic_output` where a final name is involved). Returns the count."""
+    out = None
+    n = 0
+    try:
+        for frame in frames:
+            if out is None:
+                info = StreamInfo(width=frame.width, height=frame.height, bits=frame.bits,
+                                  colorimetry=frame.colorimetry, time_base=1 / Fraction(rate), rate=Fraction(rate))
+                out = Y4MOutput(str(path), info)
+            out.write(frame, n)
+            n += 1
+        if out is None:
+            raise ValueError("no frames to write")
+        out.close()
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    return n
+
+
+def write_ffv1(path: str | Path, frames: Iterable[Frame], rate: Fraction) -> int:
+    """Write frames losslessly as FFV1 (version 3, intra only) in Matroska, with their colour tags.
+    Bit-exact flags keep version strings and random IDs out, so the same frames give the same bytes."""
+    from vsr_plugin.media import apply_colorimetry, video_frame
+
+    container = av.open(str(path), "w", format="matroska", options={"fflags": "+bitexact"})
+    n = 0
+    try:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                stream = container.add_stream("ffv1", rate=rate, options={"level": "3", "g": "1", "slicecrc": "1"})
+                cc = stream.codec_context
+                cc.width, cc.height = frame.width, frame.height
+                cc.pix_fmt = "yuv420p" if frame.bits == 8 else "yuv420p10le"
+                cc.time_base = Fraction(1, 1) / rate
+                cc.flags |= av.codec.context.Flags.bitexact
+                apply_colorimetry(cc, frame.colorimetry)
+            vf = video_frame(frame)
+            vf.pts, vf.time_base = n, Fraction(1, 1) / rate
+            for packet in stream.encode(vf):
+                container.mux(packet)
+            n += 1
+        if stream is None:
+            raise ValueError("no frames to write")
+        for packet in stream.encode(None):
+            container.mux(packet)
+    finally:
+        container.close()
+    return n
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+def pad_even(frame: Frame) -> Frame:
+    """Edge-replicate one row/column where a side is odd (H.264/HEVC take even 4:2:0 sizes only)."""
+    return frame.padded(frame.height + frame.height % 2, frame.width + frame.width % 2)
+
+
+# --- one encoded stream --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StreamBits:
+    """What an encoded video stream costs. ``picture_bytes`` (packets with the encoder's SEI /
+    metadata units removed) is the figure every bitrate is computed from."""
+
+    packet_bytes: int
+    picture_bytes: int
+    extradata_bytes: int
+    packets: int
+
+    def kbps(self, seconds: float, *, with_sei: bool = False) -> float:
+        return 8.0 * (self.packet_bytes if with_sei else self.picture_bytes) / seconds / 1000.0
+
+
+def encode(frames: Sequence[Frame], path: Path, rate: Fraction, options: EncodeOptions) -> None:
+    """Encode frames (even-sized) into a Matroska file with the project's PyAV encoder."""
+    first = frames[0]
+    info = StreamInfo(width=first.width, height=first.height, bits=first.bits, colorimetry=first.colorimetry,
+                      time_base=Fraction(1, 1) / rate, rate=rate)
+    out = VideoOutput(path, info, options)
+    try:
+        for i, f in enumerate(frames):
+            out.write(f, i)
+        out.close()
+    except (av.error.FFmpegError, ValueError) as e:
+        out.abort()
+        raise MediaError(f"{options.codec} failed: {e}") from None
+
+
+def encode_y4m(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colorimetry) -> None:
+    """Encode a y4m file with the bundled ffmpeg in a fresh process, into Matroska.
+
+    The rate–distortion runs use this rather than the in-process PyAV encoder: measured here,
+    libx264 inside a long-lived Python process gives streams that differ by ~0.1% in size from run
+    to run (the same input, threads=1 included), while a fresh ffmpeg process is bit-exact."""
+    import ffmpeg
+
+    from vsr_plugin.ffmpeg_tools import command
+    from vsr_plugin.yuv import MATRICES, PRIMARIES, TRANSFERS
+
+    kwargs: dict = {"vcodec": options.codec, **options.codec_options()}
+    if options.pix_fmt:
+        kwargs["pix_fmt"] = options.pix_fmt
+    c = colorimetry
+    for key, table, value in (("colorspace", MATRICES, c.matrix), ("color_primaries", PRIMARIES, c.primaries),
+                              ("color_trc", TRANSFERS, c.transfer)):
+        if value not in (0, 2) and value in table:
+            kwargs[key] = table[value]
+    kwargs["color_range"] = "pc" if c.range == "full" else "tv"
+    proc = subprocess.run(command(ffmpeg.input(str(src), format="yuv4mpegpipe").output(str(dst), **kwargs)),
+                          capture_output=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise MediaError(f"{options.codec} failed: " + " | ".join(tail))
+
+
+def stream_bits(path: Path) -> StreamBits:
+    """Sum the video packet sizes of an encoded file, before and after removing non-picture units."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        name = s.codec_context.name
+        extradata = len(s.codec_context.extradata or b"")
+        units = NON_PICTURE_UNITS.get(name)
+        bsf = av.bitstream.BitStreamFilterContext(f"filter_units=remove_types={units}", s) if units else None
+        raw = picture = packets = 0
+        for p in c.demux(s):
+            if not p.size:
+                continue
+            packets += 1
+            raw += p.size
+            picture += sum(q.size for q in bsf.filter(p)) if bsf else p.size
+        if bsf:
+            picture += sum(q.size for q in bsf.filter(None))
+    return StreamBits(raw, picture, extradata, packets)
+
+
+def decode(path: Path) -> list[Frame]:
+    with VideoInput(path) as inp:
+        frames = [t.frame for t in inp.items() if isinstance(t, TimedFrame)]
+    return frames
+
+
+def remove(*paths: Path) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,113 @@
+"""The encoder side: in.mp4 -> in.vsr.mkv (half size, tagged, audio kept) -> restored original size."""
+
+import subprocess
+
+import av
+import ffmpeg
+import numpy as np
+import pytest
+
+from tests.media_helpers import make_clip, read_back
+from vsr_plugin.cli import main
+from vsr_plugin.ffmpeg_tools import command, run
+
+
+def _encode(src, out, pair, *extra):
+    down, up, _ = pair
+    return main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "-q", *extra])
+
+
+def test_base_layer_round_trip_restores_odd_size_frames_and_audio(tmp_path, tiny_pair, capsys):
+    src = make_clip(tmp_path / "in.mkv", size=(333, 199), frames=6, vcodec="ffv1", audio=True)
+    base = tmp_path / "in.vsr.mkv"
+    down, up, folder = tiny_pair
+    assert main([str(src), "--down-model", down, "--up-model", up]) == 0  # default name next to the input
+    assert "x smaller); restore with: vsr-transcode" in capsys.readouterr().err
+    b = read_back(base)
+    assert (b["width"], b["height"], b["frames"]) == (168, 100, 6)  # ceil(333/2) padded to even
+    assert len(b["audio"]) == 1
+    with av.open(str(base)) as c:
+        tags = {k.upper(): v for k, v in c.metadata.items()}
+    assert tags["VSR_FORMAT"] == "vsr-base-layer" and tags["VSR_FORMAT_VERSION"] == "1"
+    assert (tags["VSR_WIDTH"], tags["VSR_HEIGHT"], tags["VSR_SCALE"]) == ("333", "199", "2")
+    assert tags["VSR_UPSAMPLER"] == "pair-up" and len(tags["VSR_UPSAMPLER_SHA256"]) == 64
+    # plays as an ordinary video in plain ffmpeg
+    proc = subprocess.run(command(ffmpeg.input(str(base)).output("-", format="null")), capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    restored = tmp_path / "in.restored.mkv"
+    assert main([str(base), "--weights-dir", folder]) == 0
+    assert "restoring the odd size 333x199 with libsvtav1" in capsys.readouterr().err
+    r, a = read_back(restored), read_back(src)
+    assert (r["width"], r["height"], r["frames"]) == (333, 199, 6)
+    assert r["times"] == pytest.approx(a["times"], abs=1e-3)
+    assert r["audio"][0][1] == pytest.approx(a["audio"][0][1], abs=0.03)
+
+
+def test_restore_needs_the_named_upsampler(tmp_path, tiny_pair, capsys):
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=2, audio=False)
+    base = tmp_path / "b.vsr.mkv"
+    assert _encode(src, base, tiny_pair) == 0
+    assert main([str(base), "-q"]) == 2  # the pair is not shipped and no --weights-dir given
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs upsampler 'pair-up'" in err[0] and "which is not installed" in err[0]
+    _no_file(tmp_path, "b.restored.mkv")
+
+
+def _retag(src, dst, **tags):
+    run(ffmpeg.input(str(src)).output(str(dst), c="copy", **{f"metadata:g:{i}": f"{k}={v}"
+                                                            for i, (k, v) in enumerate(tags.items())}))
+
+
+def _no_file(folder, name):
+    assert not (folder / name).exists()
+
+
+@pytest.mark.parametrize("tags,message", [
+    ({"VSR_WIDTH": "999"}, "the tags do not belong to this stream"),
+    ({"VSR_FORMAT_VERSION": "7"}, "base-layer format version '7' is not supported"),
+    ({"VSR_FORMAT": "something-else"}, "not a vsr base layer"),
+    ({"VSR_UPSAMPLER_SHA256": "0" * 64}, "which is not installed"),
+    ({"VSR_UPSAMPLER_SHA256": "xyz"}, "missing or malformed"),
+    ({"VSR_HEIGHT": "-5"}, "not a positive integer"),
+])
+def test_tampered_or_foreign_tags_are_clear_errors(tmp_path, tiny_pair, capsys, tags, message):
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=2, audio=False)
+    base = tmp_path / "b.vsr.mkv"
+    assert _encode(src, base, tiny_pair) == 0
+    bad = tmp_path / "bad.vsr.mkv"
+    _retag(base, bad, **tags)
+    assert main([str(bad), "--weights-dir", tiny_pair[2], "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    _no_file(tmp_path, "bad.restored.mkv")
+
+
+def test_pipe_downscale(tmp_path, tiny_pair):
+    import sys
+
+    src = make_clip(tmp_path / "in.y4m", size=(66, 46), frames=3, vcodec="rawvideo", audio=False)
+    proc = subprocess.run([sys.executable, "-m", "vsr_plugin.cli", "pipe", "--downscale", "--down-model",
+                           tiny_pair[0]], input=src.read_bytes(), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.startswith(b"YUV4MPEG2 W33 H23 ")
+    header = proc.stdout.index(b"\n") + 1
+    assert len(proc.stdout) == header + 3 * (6 + 33 * 23 + 2 * 17 * 12)
+
+
+def test_vapoursynth_downscale_matches_the_engine(tmp_path, tiny_pair):
+    vs = pytest.importorskip("vapoursynth")
+    import vsr_plugin
+    from vsr_plugin.engine import Downscaler
+    from vsr_plugin.yuv import Frame
+
+    src = make_clip(tmp_path / "in.mkv", size=(64, 48), frames=2, vcodec="ffv1", pix_fmt="yuv420p10le", audio=False)
+    clip = vsr_plugin.source(str(src))
+    small = vsr_plugin.downscale(clip, model=tiny_pair[0], device="cpu")
+    assert (small.width, small.height, small.format.id) == (32, 24, vs.YUV420P10)
+    f = clip.get_frame(1)
+    frame = Frame(y=np.asarray(f[0]).copy(), u=np.asarray(f[1]).copy(), v=np.asarray(f[2]).copy(), bits=10)
+    want = Downscaler(tiny_pair[0], device="cpu").downscale(frame)
+    got = small.get_frame(1)
+    for i in range(3):
+        assert np.array_equal(np.asarray(got[i]), want.planes[i])
+    assert dict(got.props) == dict(f.props)

@@ -1,0 +1,164 @@
+"""vsr-bench rd on tiny clips: the metric path against itself and a lossless encode, and the ladders."""
+
+import json
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoder.bench import main
+from encoder.clips import ClipSpec, make_clip
+from encoder.metrics import PSNR_CAP_DB, frame_quality
+from encoder.video import decode, encode, read_clip, stream_bits, write_y4m
+from encoder.vmaf import MetricError, check_psnr, libvmaf
+from tests.conftest import smooth_rgb
+from tests.media_helpers import make_clip as ffmpeg_clip
+from vsr_plugin.media import EncodeOptions
+
+
+@pytest.fixture(scope="module")
+def natural_clip(tmp_path_factory):
+    """A 64x48, 4-frame pan over a smooth photo (make-clip), as y4m."""
+    d = tmp_path_factory.mktemp("rdclip")
+    Image.fromarray(smooth_rgb(300, 400, seed=3)).save(d / "photo.png")
+    return make_clip([d / "photo.png"], d / "pan.y4m", ClipSpec(width=64, height=48, frames=4))["output"]
+
+
+def test_vmaf_and_psnr_of_a_clip_against_itself(natural_clip):
+    clip = read_clip(natural_clip)
+    r = libvmaf(natural_clip, natural_clip, rate=clip.rate, colorimetry=clip.colorimetry, bits=8)
+    assert r.vmaf >= 99 and len(r.frames) == 4
+    assert r.psnr_y == [60.0] * 4  # libvmaf's cap at 8 bits: identical pictures inside the graph
+    q = [frame_quality(f, f) for f in clip.frames]
+    assert all(x["psnr_y"] == PSNR_CAP_DB and x["ssim_y"] == pytest.approx(1.0) for x in q)
+    check_psnr(r, [x["psnr_y"] for x in q], "self")
+
+
+def test_lossless_x264_encode_measures_like_the_original(natural_clip, tmp_path):
+    clip = read_clip(natural_clip)
+    stream = tmp_path / "lossless.mkv"
+    encode(clip.frames, stream, clip.rate, EncodeOptions(codec="libx264", crf=0, preset="veryfast"))
+    back = decode(stream)
+    assert len(back) == len(clip.frames) and all(a.equals(b) for a, b in zip(clip.frames, back))
+    assert stream_bits(stream).picture_bytes > 0
+    dist = tmp_path / "back.y4m"
+    write_y4m(dist, back, clip.rate)
+    r = libvmaf(dist, natural_clip, rate=clip.rate, colorimetry=clip.colorimetry, bits=8)
+    r_self = libvmaf(natural_clip, natural_clip, rate=clip.rate, colorimetry=clip.colorimetry, bits=8)
+    assert r.frames == r_self.frames and r.psnr_y == r_self.psnr_y
+    assert [frame_quality(a, b)["psnr_y"] for a, b in zip(clip.frames, back)] == [PSNR_CAP_DB] * 4
+
+
+def test_psnr_check_catches_a_graph_that_saw_other_pictures(natural_clip, tmp_path):
+    clip = read_clip(natural_clip)
+    shifted = [f.with_planes(np.roll(f.y, 1, axis=1), f.u, f.v) for f in clip.frames]
+    dist = tmp_path / "shifted.y4m"
+    write_y4m(dist, shifted, clip.rate)
+    r = libvmaf(dist, natural_clip, rate=clip.rate, colorimetry=clip.colorimetry, bits=8)
+    with pytest.raises(MetricError, match="PSNR-Y"):
+        check_psnr(r, [PSNR_CAP_DB] * 4, "mislabelled")  # claims identical pictures: the graph disagrees
+    check_psnr(r, [frame_quality(a, b)["psnr_y"] for a, b in zip(clip.frames, shifted)], "true")
+
+
+def test_x264_sei_is_not_counted(natural_clip, tmp_path):
+    clip = read_clip(natural_clip)
+    stream = tmp_path / "a.mkv"
+    encode(clip.frames, stream, clip.rate, EncodeOptions(codec="libx264", crf=30, preset="medium"))
+    bits = stream_bits(stream)
+    assert 300 < bits.packet_bytes - bits.picture_bytes < 2000  # x264's version SEI, removed
+    assert bits.packets == 4
+
+
+def test_rd_ladders_on_tiny_clips(natural_clip, tiny_model, tmp_path, capsys):
+    odd = ffmpeg_clip(tmp_path / "odd.mkv", size=(65, 49), frames=3, vcodec="ffv1", audio=False)
+    out = tmp_path / "out"
+    argv = ["rd", natural_clip, str(odd), "--pipelines", "native,bicubic,lanczos,sr,vsr", "--model", tiny_model,
+            "--device", "cpu", "--crf-full", "20,30,40", "--crf-half", "14,24,34", "--out", str(out),
+            "--name", "t"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "pipeline vsr skipped: no learned downsampler" in err and "24/24" in err
+    data = json.loads((out / "t.json").read_text())
+    assert data["skipped"].keys() == {"vsr"} and set(data["pipelines"]) == {"native", "bicubic", "lanczos", "sr"}
+    for clip, (w, h), (bw, bh) in zip(data["clips"], ((64, 48), (65, 49)), ((32, 24), (33, 25))):
+        assert (clip["width"], clip["height"], clip["base_width"], clip["base_height"]) == (w, h, bw, bh)
+        assert clip["lossless_check"]["identical_planes"] and clip["lossless_check"]["psnr_y"] == PSNR_CAP_DB
+        for name in data["pipelines"]:
+            pts = [p for p in clip["points"] if p["pipeline"] == name]
+            assert len(pts) == 3 and [p["crf"] for p in pts] == sorted(p["crf"] for p in pts)
+            kbps = [p["kbps"] for p in pts]
+            assert kbps[0] > kbps[1] > kbps[2] > 0, (clip["name"], name, kbps)  # higher CRF, fewer bits
+            for p in pts:
+                assert all(math.isfinite(p[k]) for k in ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "ssim_y", "vmaf"))
+                assert 0 < p["ssim_y"] <= 1 and 0 <= p["vmaf"] <= 100 and p["kbps_with_sei"] > p["kbps"]
+                assert len(p["per_frame"]["vmaf"]) == clip["frames"]
+        sr_native = clip["bd"]["psnr_y"]["vs native"]["sr"]
+        assert set(sr_native["bd_rate"]) == {"pchip", "akima"} and "crossovers" in sr_native
+        assert "native" not in clip["bd"]["vmaf"]["vs bicubic"]
+    # sr encodes the very same base layers as bicubic (bit-exact encodes), then restores them differently
+    pts = data["clips"][0]["points"]
+    sr, bic = ([p for p in pts if p["pipeline"] == n] for n in ("sr", "bicubic"))
+    assert [p["bytes"] for p in sr] == [p["bytes"] for p in bic]
+    assert [p["psnr_y"] for p in sr] != [p["psnr_y"] for p in bic]
+    md = (out / "t.md").read_text()
+    assert "**skipped**" in md and "| native | 20 |" in md and "BD on VMAF" in md
+    for clip in ("pan", "odd"):
+        for metric in ("psnr_y", "ssim_y", "psnr_yuv", "vmaf"):
+            png = out / f"t_{clip}_{metric}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"({png.name})" in md
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["rd", "missing.y4m"], "no such clip: missing.y4m"),
+    (["rd", "CLIP", "--crf-full", "20,x"], "bad CRF ladder"),
+    (["rd", "CLIP", "--crf-half", "20"], "needs at least two values"),
+    (["rd", "CLIP", "--crf-full", "20,60"], "CRF must be within 0..51"),
+    (["rd", "CLIP", "--pipelines", "native,bogus"], "unknown pipeline 'bogus'"),
+    (["rd", "CLIP", "--model", "no/such/weights"], "no model"),
+])
+def test_rd_user_errors_are_one_line(natural_clip, tmp_path, capsys, argv, message):
+    argv = [natural_clip if a == "CLIP" else a for a in argv] + ["--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vsr-bench: error: ") and message in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_rd_accepts_mp4_and_frame_limit(tmp_path):
+    src = ffmpeg_clip(tmp_path / "in.mp4", size=(64, 48), frames=5, audio=True)
+    out = tmp_path / "o"
+    assert main(["rd", str(src), "--pipelines", "native,bicubic", "--frames", "2", "--crf-full", "24,36",
+                 "--crf-half", "18,30", "--no-plots", "--no-lossless-check", "--quiet", "--out", str(out)]) == 0
+    data = json.loads((out / "rd_libx264.json").read_text())
+    assert data["clips"][0]["frames"] == 2 and len(data["clips"][0]["points"]) == 4
+    assert not list(out.glob("*.png"))
+    assert Fraction(data["clips"][0]["rate"]) == 25
+
+
+def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
+    """A downsampler named '...-down' brings its '...-up' upsampler along; odd sizes work."""
+    import torch
+
+    from vsr_plugin.models import PRESETS, Downsampler, DownsamplerConfig, Upsampler, save_downsampler, save_upsampler
+
+    torch.manual_seed(1)
+    down = Downsampler(DownsamplerConfig(channels=8, blocks=1))
+    torch.nn.init.normal_(down.tail.weight, std=0.01)
+    up = Upsampler(PRESETS["fast"].__class__(channels=8, blocks=1))
+    torch.nn.init.normal_(up.tail.weight, std=0.01)
+    save_downsampler(tmp_path / "pair-down", down)
+    save_upsampler(tmp_path / "pair-up", up)
+    src = ffmpeg_clip(tmp_path / "odd.mkv", size=(65, 49), frames=2, vcodec="ffv1", audio=False)
+    out = tmp_path / "o"
+    assert main(["rd", str(src), "--pipelines", "bicubic,vsr", "--down-model", str(tmp_path / "pair-down"),
+                 "--device", "cpu", "--crf-half", "16,30", "--no-plots", "--no-lossless-check", "--quiet",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "rd_libx264.json").read_text())
+    assert data["skipped"] == {} and data["models"]["vsr"]["upsampler_weights"] == str(tmp_path / "pair-up")
+    vsr = [p for p in data["clips"][0]["points"] if p["pipeline"] == "vsr"]
+    assert [(p["base_width"], p["base_height"]) for p in vsr] == [(33, 25)] * 2 and vsr[0]["kbps"] > vsr[1]["kbps"]
+    cmp = data["clips"][0]["bd"]["vmaf"]["vs bicubic"]["vsr"]
+    assert set(cmp["bd_rate"]) == {"pchip", "akima"} and set(cmp["bd_quality"]) == {"pchip", "akima"}

@@ -1,0 +1,90 @@
+"""The learned 2x downsampler: the upsampler's mirror image, run before the base codec."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import conv3x3
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownsamplerConfig:
+    """Architecture of a :class:`Downsampler`.
+
+    Args:
+        scale: reduction factor (2).
+        channels: feature width at the packed grid (a sixteenth of the input area).
+        blocks: ``channels -> channels`` 3x3 convolutions between head and tail.
+    """
+
+    scale: int = 2
+    channels: int = 32
+    blocks: int = 3
+
+    def __post_init__(self) -> None:
+        if self.scale != 2:
+            raise ValueError(f"the downsampler supports scale 2 only, got {self.scale}")
+        if self.channels < 8:
+            raise ValueError(f"channels must be >= 8, got {self.channels}")
+        if self.blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {self.blocks}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DownsamplerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown downsampler config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DOWN_PRESETS = {
+    "fast": DownsamplerConfig(channels=32, blocks=2),
+    "default": DownsamplerConfig(channels=48, blocks=4),
+}
+
+
+class Downsampler(nn.Module):
+    """Residual YUV 4:2:0 2x reduction at the packed grid.
+
+    Input is the full-resolution frame packed with ``block=4`` (``kernels.pack``): 24 channels
+    (16 luma phases, 4 U, 4 V) at ``(ceil(H/4), ceil(W/4))``. Output is a 6-channel residual on the
+    same grid — the block-2 packed layout of the half-resolution frame — that
+    ``kernels.unpack_downscale`` adds to an antialiased bicubic reduction before rounding::
+
+        packed HR (24) -> conv3x3 -> ReLU -> [conv3x3 -> ReLU] x blocks -> conv3x3 -> residual (6)
+
+    The tail starts at zero: an untrained downsampler is the conventional bicubic downscale, and
+    the base layer it makes plays on any player.
+    """
+
+    def __init__(self, config: DownsamplerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        layers: list[nn.Module] = [conv3x3(24, c), nn.ReLU(inplace=True)]
+        for _ in range(config.blocks):
+            layers += [conv3x3(c, c), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.tail = conv3x3(c, 6)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.config.blocks + 2
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        """``(N, 24, h, w)`` packed full-resolution frame -> ``(N, 6, h, w)`` residual."""
+        return self.tail(self.body(packed))
