@@ -277,8 +277,9 @@ class LadderRunner:
         q, _ = self._quality(back, "lossless check")
         return {"identical_planes": True, "psnr_y": q["psnr_y"], "vmaf": q["vmaf"], "vmaf_min": q["vmaf_min"]}
 
-    def run(self, pipeline: Pipeline, *, on_point: Callable[[dict], None] | None = None) -> list[dict]:
-        clip, cfg = self.clip, self.config
+    def prepare(self, pipeline: Pipeline) -> tuple[Path, tuple[int, int], float]:
+        """Make ``pipeline``'s base layer once: its y4m file (padded to even), size and seconds taken."""
+        clip = self.clip
         t = time.perf_counter()
         base = pipeline.down(clip.frames) if pipeline.down else clip.frames
         down_s = time.perf_counter() - t
@@ -288,25 +289,40 @@ class LadderRunner:
                                f"{half_size(clip.height, clip.width)[::-1]}")
         base_path = self.work / f"{pipeline.name}_base.y4m"
         write_y4m(base_path, (pad_even(f) for f in base), clip.rate)
+        return base_path, (bh, bw), down_s
+
+    def run(self, pipeline: Pipeline, *, on_point: Callable[[dict], None] | None = None) -> list[dict]:
+        cfg = self.config
+        base_path, size, down_s = self.prepare(pipeline)
         points = []
         try:
             for crf in cfg.ladder(pipeline):
-                points.append(self._point(pipeline, crf, base_path, (bh, bw), down_s if not points else 0.0))
+                options = EncodeOptions(codec=cfg.codec, crf=crf, preset=cfg.preset)
+                points.append(self.point(pipeline, options, base_path, size, down_s if not points else 0.0))
                 if on_point:
                     on_point(points[-1])
         finally:
             remove(base_path)
         return points
 
-    def _point(self, pipeline: Pipeline, crf: float, base_path: Path, base_size: tuple[int, int],
-               down_s: float) -> dict:
-        clip, cfg = self.clip, self.config
+    def kbps(self, options: EncodeOptions, base_path: Path) -> float:
+        """Bitrate alone of one encode of a prepared base layer (for rate-matching searches)."""
+        stream = self.work / "probe.mkv"
+        try:
+            encode_y4m(base_path, stream, options, self.clip.colorimetry)
+            return stream_bits(stream).kbps(self.clip.seconds)
+        finally:
+            remove(stream)
+
+    def point(self, pipeline: Pipeline, options: EncodeOptions, base_path: Path, base_size: tuple[int, int],
+              down_s: float = 0.0) -> dict:
+        """One encode of a prepared base layer, decoded, restored and measured."""
+        clip = self.clip
         bh, bw = base_size
-        stream = self.work / f"{pipeline.name}_crf{crf}.mkv"
+        stream = self.work / f"{pipeline.name}_point.mkv"
         t0 = time.perf_counter()
         try:
-            encode_y4m(base_path, stream, EncodeOptions(codec=cfg.codec, crf=crf, preset=cfg.preset),
-                       clip.colorimetry)
+            encode_y4m(base_path, stream, options, clip.colorimetry)
             t1 = time.perf_counter()
             bits = stream_bits(stream)
             decoded = [f.cropped(bh, bw) for f in decode(stream)]
@@ -315,10 +331,12 @@ class LadderRunner:
         t2 = time.perf_counter()
         out = pipeline.up(decoded, clip.height, clip.width) if pipeline.up else decoded
         t3 = time.perf_counter()
-        q, per_frame = self._quality(out, f"{clip.name} {pipeline.name} crf {crf:g}")
+        setting = f"crf {options.crf:g}" if options.crf is not None else f"{options.bitrate / 1000:g} kbps target"
+        q, per_frame = self._quality(out, f"{clip.name} {pipeline.name} {setting}")
         t4 = time.perf_counter()
         return {
-            "pipeline": pipeline.name, "crf": crf, "base_width": bw, "base_height": bh,
+            "pipeline": pipeline.name, "crf": options.crf, "target_bitrate": options.bitrate,
+            "base_width": bw, "base_height": bh,
             "kbps": bits.kbps(clip.seconds), "kbps_with_sei": bits.kbps(clip.seconds, with_sei=True),
             "bytes": bits.picture_bytes, "bytes_with_sei": bits.packet_bytes,
             "extradata_bytes": bits.extradata_bytes, "packets": bits.packets, **q,

@@ -265,6 +265,7 @@ def plan_unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tens
     """Plan :func:`unpack_downscale`: one launch for all three planes (one thread per residual cell,
     which holds 2x2 luma samples and one U and one V sample); returns ``(Y, U, V)`` and the launches."""
     reference._check_planes(y, u, v)  # the twin's checks and messages, in the twin's order
+    reference.check_down_bits(bits)
     m = max_code(bits)
     n, h, w = y.shape
     (lh, lw), (ch, cw) = reference.downscale_shapes(h, w)
@@ -275,7 +276,8 @@ def plan_unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tens
     res = _float_name(residual, "residuals")
     for name, extent in (("height", h), ("width", w)):
         if extent >= MAX_EXTENT:  # 2 Y + 6 and 2 X + 6 must fit the kernel's 32-bit coordinates
-            raise Unsupported(f"the fused downscale takes frames below {MAX_EXTENT} samples a side, got {name} {extent}")
+            raise Unsupported(f"the fused downscale takes frames below {MAX_EXTENT} samples a side, "
+                              f"got {name} {extent}")
     device = _one_device(residual, y, u, v)
     assert (ch, cw) == (rows, cols)  # ceil(ceil(H/2)/2) == ceil(H/4): one chroma sample per residual cell
     planes = (empty((n, lh, lw), dtype=y.dtype, device=device), empty((n, ch, cw), dtype=y.dtype, device=device),

@@ -16,10 +16,9 @@
 // read (CELL = 2 for luma, 1 for chroma) is filtered horizontally once per output column, then the row sums
 // are combined vertically. Every product and every horizontal sum fits an int (|T[t] * row sum| <=
 // 111 * 280 * 65535 < 2^31); the vertical accumulation runs in unsigned int, i.e. modulo 2^32, and is read
-// back as a two's complement int32. That is exactly what the twin's int32 tensors compute: S itself for
-// codes up to 27191 (|S| <= 78976 * code < 2^31: all 8..14-bit planes), and S wrapped modulo 2^32 beyond
-// (bright 15- and 16-bit planes, where the twin's own int32 sum wraps too). Integer arithmetic is exact in
-// any order, so the separable order is the twin's value.
+// back as a two's complement int32. That is exactly what the twin's int32 tensors compute: S itself, as
+// |S| <= 78976 * code < 2^31 for the 8..14-bit planes the planner admits (reference.DOWN_MAX_BITS).
+// Integer arithmetic is exact in any order, so the separable order is the twin's value.
 // With CELL a template constant the loops unroll fully and the window lives in registers.
 
 #include "vsr_common.cuh"

@@ -73,7 +73,7 @@ def _true_div(x: torch.Tensor, d: float) -> torch.Tensor:
     On CUDA, torch divides by a Python number as a multiplication by its rounded reciprocal, which
     is not the specified division; a 0-dim tensor operand takes the true-division path there (and
     gives the same result as before on the CPU)."""
-    return x / torch.tensor(d, dtype=torch.float32, device=x.device)
+    return x / torch.full((), d, dtype=torch.float32, device=x.device)
 
 
 def normalise(codes: torch.Tensor, bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -311,6 +311,12 @@ def unpack_upscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: 
 # Keys' cubic (a = -0.5, MATLAB's imresize kernel) stretched for a 2x reduction, sampled at the
 # eight input rows around each output centre: (-3, -9, 29, 111, 111, 29, -9, -3) / 256.
 DOWN2_TAPS = (-3, -9, 29, 111, 111, 29, -9, -3)
+DOWN_MAX_BITS = 14  # the int32 sum of the 8x8 window stays exact below 2**14 codes
+
+
+def check_down_bits(bits: int) -> None:
+    if not 8 <= bits <= DOWN_MAX_BITS:
+        raise ValueError(f"the 2x reduction takes 8..{DOWN_MAX_BITS}-bit planes (its exact int32 sum), got {bits}-bit")
 
 
 def bicubic_downscale2(plane: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
@@ -318,8 +324,9 @@ def bicubic_downscale2(plane: torch.Tensor, out_h: int, out_w: int) -> torch.Ten
 
     Output ``(Y, X)`` is ``float32(S) / 65536`` where ``S`` is the integer sum over
     ``i, j in 0..7`` of ``T[i] * T[j] * code[clamp(2Y - 3 + i), clamp(2X - 3 + j)]`` with ``T`` =
-    :data:`DOWN2_TAPS`: an exact int32 sum (``|S| < 2**31`` for 16-bit codes), one
-    round-to-nearest conversion to float32, and an exact division by a power of two. The output
+    :data:`DOWN2_TAPS`: an exact int32 sum (``|S| <= 78976 * code < 2**31`` for codes below
+    2**14, hence :data:`DOWN_MAX_BITS`), one round-to-nearest conversion to float32, and an exact
+    division by a power of two. The output
     sample sits at input position ``2Y + 0.5`` (half-pixel centres), like
     ``F.interpolate(scale_factor=0.5, mode="bicubic", antialias=True)`` away from the edges.
 
@@ -359,8 +366,10 @@ def downscale_planes_float(residual: torch.Tensor, y: torch.Tensor, u: torch.Ten
     :func:`bicubic_downscale2` of each high-resolution plane. Differentiable in ``residual``.
 
     Returns float32 Y ``(N, ceil(H/2), ceil(W/2))`` and U, V of the matching 4:2:0 chroma size.
+    Planes deeper than :data:`DOWN_MAX_BITS` are refused.
     """
     _check_planes(y, u, v)
+    check_down_bits(bits)
     half = max_code(bits) / 2.0
     n, h, w = y.shape
     (lh, lw), (ch, cw) = downscale_shapes(h, w)

@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default next to the input: IN.vsr.mkv when encoding, "
                                           "IN.restored.mkv when restoring, IN.x2.mkv with --upscale)")
     p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
+    p.add_argument("--report", action="store_true",
+                   help="measure the round trip on INPUT (bitrate, PSNR-Y, SSIM-Y, VMAF) beside a native encode at "
+                        "the same bitrate and the bicubic 2x pipeline; prints a table, writes no video")
+    p.add_argument("--frames", type=int, default=None, help="with --report: use the first N frames")
+    p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
     g = p.add_argument_group("encoder side")
     g.add_argument("--pair", default="codec-default",
                    help="shipped down/upsampler pair used to make a base layer (x2-PAIR-down, x2-PAIR-up)")
@@ -124,6 +129,8 @@ def run_transcode(argv: list[str]) -> int:
     from .transcode import read_base_layer_tags
 
     check_input(args.input)  # before loading a model: bad paths fail fast
+    if args.report:
+        return _report(args)
     tags = None if args.upscale else read_base_layer_tags(args.input)
     codec = args.codec or "libx264"
     if tags is not None and args.codec is None and (tags.width % 2 or tags.height % 2):
@@ -170,6 +177,33 @@ def _encode(args: argparse.Namespace, encode) -> int:
         print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)
         print(f"vsr-transcode: {args.input} {_size(args.input)} -> {output} {_size(str(output))} "
               f"({a / max(b, 1):.2f}x smaller); restore with: vsr-transcode {output}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    # The measuring machinery (ffmpeg metrics, VMAF, rate matching) lives with the benchmarks.
+    from encoder.transcode_report import ReportOptions, run_report
+
+    from .atomic import write_bytes_atomic
+    from .models import resolve_weights
+
+    if args.upscale:
+        raise ValueError("--report measures the encoder side's round trip; it does not combine with --upscale")
+    if bool(args.down_model) != bool(args.up_model):
+        raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    down = str(resolve_weights(args.down_model or f"x2-{args.pair}-down"))
+    up = str(resolve_weights(args.up_model or f"x2-{args.pair}-up"))
+    opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
+                         bitrate=parse_bitrate(args.bitrate), preset=args.preset, frames=args.frames,
+                         engine={"device": args.device, "dtype": args.dtype, "batch": args.batch})
+    md, data = run_report(args.input, opts, quiet=args.quiet)
+    print(md, end="")
+    if args.report_json:
+        import json
+
+        write_bytes_atomic(args.report_json, (json.dumps(data, indent=2) + "\n").encode())
     return 0
 
 

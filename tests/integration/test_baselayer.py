@@ -111,3 +111,22 @@ def test_vapoursynth_downscale_matches_the_engine(tmp_path, tiny_pair):
     for i in range(3):
         assert np.array_equal(np.asarray(got[i]), want.planes[i])
     assert dict(got.props) == dict(f.props)
+
+
+def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, capsys):
+    import json
+
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=6, audio=False)
+    down, up, _ = tiny_pair
+    out = tmp_path / "r.json"
+    assert main(["--report", str(src), "--down-model", down, "--up-model", up, "--crf", "26", "--preset", "fast",
+                 "--report-json", str(out), "-q"]) == 0
+    table = capsys.readouterr().out
+    assert "| vsr (learned 2x down + upsampler) | CRF 26 |" in table and "| native (full resolution) |" in table
+    data = json.loads(out.read_text())
+    v, n = data["points"]["vsr"], data["points"]["native"]
+    assert abs(n["kbps"] / v["kbps"] - 1) < 0.25  # rate-matched (tiny clips match loosely)
+    assert len(data["native_crf_probes"]) >= 1
+    for p in (v, n, data["points"]["bicubic"]):
+        assert 10 < p["psnr_y"] < 60 and 0 < p["ssim_y"] <= 1 and 0 <= p["vmaf"] <= 100
+    assert [q.name for q in tmp_path.iterdir()] and not any(q.suffix == ".mkv" for q in tmp_path.iterdir())

@@ -127,9 +127,8 @@ DOWN2_TAPS = np.array([-3, -9, 29, 111, 111, 29, -9, -3], np.int64)  # kernels.r
 
 def bicubic_down2_at(plane: np.ndarray, b: np.ndarray, oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
     """float32 :func:`kernels.bicubic_downscale2` of ``plane`` (N, h, w) at output samples (b, oy, ox),
-    straight from its docstring: the 8x8 clamped window summed in int64, then taken modulo 2**32 as
-    the twin's int32 arithmetic does (only 15- and 16-bit planes ever need it), converted to float32
-    (round to nearest) and divided by 65536."""
+    straight from its docstring: the 8x8 clamped window summed in int64 (it fits int32 for the
+    8..14-bit planes the op takes), converted to float32 (round to nearest) and divided by 65536."""
     _, h, w = plane.shape
     rows = np.clip(2 * oy[:, None] - 3 + np.arange(8), 0, h - 1)
     cols = np.clip(2 * ox[:, None] - 3 + np.arange(8), 0, w - 1)

@@ -91,10 +91,10 @@ def test_unpack_downscale(bits, dtype, h, w):
     assert_identical(got, twin("unpack_downscale", *args, bits=bits))
 
 
-@pytest.mark.parametrize("bits", [12, 16])
+@pytest.mark.parametrize("bits", [12, 14])
 def test_unpack_downscale_deep_planes(bits):
     y, u, v = random_planes(2, 45, 38, bits, seed=bits)
-    y[0, :12] = (1 << bits) - 1  # at 16 bits the twin's int32 sum wraps; the kernel wraps alike
+    y[0, :12] = (1 << bits) - 1  # the brightest window the exact int32 sum holds
     r, _, _ = inputs.downscale_residual(y, u, v, bits=bits, dtype=torch.float32)
     args = cuda(r, y, u, v)
     assert_identical(kernels.unpack_downscale(*args, bits=bits, backend="cupy"),

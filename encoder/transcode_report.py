@@ -1,0 +1,124 @@
+"""``vsr-transcode --report in.mp4``: what the enhancement layer gains on this very clip.
+
+Runs the full round trip — learned 2x down, base codec, decode, upsample — and, beside it, a
+native full-resolution encode at the same bitrate (the CRF found by a short search on log-rate,
+or both encoded at ``--bitrate``) and the conventional bicubic 2x pipeline at the base layer's
+setting. Quality against the input: PSNR-Y, SSIM-Y and VMAF, measured exactly as ``vsr-bench rd``
+measures them (:class:`encoder.rd.LadderRunner`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vsr_plugin.media import DEFAULT_CRF, EncodeOptions
+
+from .rd import CRF_RANGE, DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
+from .report import markdown_table
+from .video import read_clip, remove
+
+# Calibrated in docs/benchmarks.md: at equal CRF a 2x-reduced encode costs ~0.28x the bits, and
+# x264/x265 double the rate about every 6 CRF steps, so equal bitrate is ~9 CRF steps higher at
+# full resolution. The search starts there and corrects by 6 steps per doubling.
+CRF_OFFSET_FULL = 9.0
+CRF_PER_DOUBLING = 6.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOptions:
+    down_model: str
+    up_model: str
+    codec: str = "libx264"
+    crf: float | None = None
+    bitrate: int | None = None
+    preset: str | None = None
+    frames: int | None = None
+    tolerance: float = 0.03      # relative bitrate mismatch accepted for the native encode
+    max_probes: int = 6
+    engine: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.codec not in RD_CODECS:
+            raise ValueError(f"--report needs a lossy codec with rate control ({', '.join(RD_CODECS)}), "
+                             f"got {self.codec!r}")
+        if self.crf is not None and self.bitrate is not None:
+            raise ValueError("give either --crf or --bitrate, not both")
+
+
+def _match_native_crf(runner: LadderRunner, base_path: Path, target_kbps: float, start: float, opts: ReportOptions,
+                      say) -> tuple[float, list[tuple[float, float]]]:
+    """Secant search on log-rate for the native CRF whose bitrate is within ``tolerance`` of the target."""
+    lo, hi = CRF_RANGE[opts.codec]
+    crf = min(max(start, lo), hi)
+    probes: list[tuple[float, float]] = []
+    for _ in range(opts.max_probes):
+        kbps = runner.kbps(EncodeOptions(codec=opts.codec, crf=round(crf, 2), preset=opts.preset), base_path)
+        probes.append((round(crf, 2), kbps))
+        say(f"native crf {crf:.2f}: {kbps:.1f} kbps (target {target_kbps:.1f})")
+        if abs(kbps / target_kbps - 1) <= opts.tolerance:
+            break
+        if len(probes) >= 2 and probes[-1][1] != probes[-2][1]:  # secant on (crf, log2 rate)
+            (c0, r0), (c1, r1) = probes[-2], probes[-1]
+            slope = (c1 - c0) / (math.log2(r1) - math.log2(r0))
+            step = slope * (math.log2(target_kbps) - math.log2(r1))
+        else:
+            step = -CRF_PER_DOUBLING * math.log2(target_kbps / kbps)
+        crf = min(max(crf + max(-12.0, min(12.0, step)), lo), hi)
+    best = min(probes, key=lambda p: abs(math.log(p[1] / target_kbps)))
+    return best[0], probes
+
+
+def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[str, dict]:
+    """Measure the round trip and its competitors on ``path``; returns (Markdown, data)."""
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"report: {text}", file=sys.stderr, flush=True)
+
+    preset = opts.preset or DEFAULT_PRESET[opts.codec]
+    opts = ReportOptions(**{**opts.__dict__, "preset": preset})
+    clip = read_clip(path, max_frames=opts.frames)
+    engine = opts.engine or {}
+    pipes = {"vsr": vsr(opts.down_model, opts.up_model, engine), "native": native(),
+             "bicubic": conventional("bicubic")}
+    base_crf = opts.crf if opts.crf is not None else (None if opts.bitrate else DEFAULT_CRF[opts.codec])
+    half = EncodeOptions(codec=opts.codec, crf=base_crf, bitrate=opts.bitrate, preset=preset)
+    points: dict[str, dict] = {}
+    probes: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="vsr-report-") as tmp:
+        runner = LadderRunner(clip, LadderConfig(codec=opts.codec, preset=preset), Path(tmp))
+        for name in ("vsr", "bicubic"):
+            say(f"{name}: 2x down, {opts.codec} {'crf %g' % base_crf if base_crf is not None else 'abr'}, up")
+            base_path, size, _ = runner.prepare(pipes[name])
+            points[name] = runner.point(pipes[name], half, base_path, size)
+            remove(base_path)
+        target = points["vsr"]["kbps"]
+        base_path, size, _ = runner.prepare(pipes["native"])
+        if opts.bitrate is not None:
+            full = EncodeOptions(codec=opts.codec, bitrate=opts.bitrate, preset=preset)
+        else:
+            crf, probes = _match_native_crf(runner, base_path, target, base_crf + CRF_OFFSET_FULL, opts, say)
+            full = EncodeOptions(codec=opts.codec, crf=crf, preset=preset)
+        points["native"] = runner.point(pipes["native"], full, base_path, size)
+        remove(base_path)
+
+    rows = []
+    for name, label in (("vsr", "vsr (learned 2x down + upsampler)"), ("native", "native (full resolution)"),
+                        ("bicubic", "bicubic 2x down + bicubic up")):
+        p = points[name]
+        setting = f"CRF {p['crf']:g}" if p["crf"] is not None else f"target {p['target_bitrate'] / 1000:g} kbps"
+        rows.append([label, setting, f"{p['kbps']:.1f}", f"{p['psnr_y']:.2f}", f"{p['ssim_y']:.4f}", f"{p['vmaf']:.2f}"])
+    v, n = points["vsr"], points["native"]
+    verdict = (f"At {v['kbps']:.0f} vs {n['kbps']:.0f} kbps: vsr {v['psnr_y'] - n['psnr_y']:+.2f} dB PSNR-Y, "
+               f"{v['vmaf'] - n['vmaf']:+.2f} VMAF against the native encode.")
+    md = (f"vsr-transcode --report {path}: {clip.width}x{clip.height}, {len(clip.frames)} frames, "
+          f"{opts.codec} preset {preset}\n\n"
+          + markdown_table(["pipeline", "setting", "kbps", "PSNR-Y", "SSIM-Y", "VMAF"], rows) + "\n" + verdict + "\n")
+    data = {"input": str(path), "codec": opts.codec, "preset": preset, "frames": len(clip.frames),
+            "points": {k: {kk: vv for kk, vv in p.items() if kk != "per_frame"} for k, p in points.items()},
+            "native_crf_probes": probes}
+    return md, data
