@@ -32,10 +32,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/vapoursynth config >/dev/null
 	@touch $(STAMP)
 
-# The image benchmark on Set5 (from ../shared/data, or VSR_DATA), saving the upscaled images.
+DATA ?= $(or $(VSR_DATA),../shared/data)
+
+# 2x super-resolution of the bundled clip (with its audio), then the image benchmark on Set5 when
+# the data set is there (../shared/data, or VSR_DATA).
 demo: $(STAMP)
-	$(VENV)/bin/vsr-bench sr --sets Set5 --out out/demo --save-images out/demo/images
-	@echo "upscaled images (bicubic, lanczos and each model): out/demo/images/Set5/"
+	@mkdir -p out/demo
+	$(VENV)/bin/vsr-transcode --upscale samples/bbb_480x270.mp4 -o out/demo/bbb_x2.mkv --overwrite
+	@if [ -d "$(DATA)/Set5" ]; then \
+	  $(VENV)/bin/vsr-bench sr --data "$(DATA)" --sets Set5 --out out/demo --save-images out/demo/images --quiet && \
+	  echo "upscaled Set5 images (bicubic, lanczos and each model): out/demo/images/Set5/"; \
+	else echo "note: $(DATA)/Set5 not found; skipping the image benchmark (set VSR_DATA)"; fi
 
 test: $(STAMP)
 	$(PY) -m pytest -q

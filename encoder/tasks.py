@@ -174,9 +174,10 @@ class JointTask:
         self.baseline: list[float] | None = None
 
     def describe(self) -> str:
-        m = self.model
-        return (f"joint {self.cfg.down_model} downsampler + upsampler (from {self.init_up}), proxy "
-                f"{m.proxy.codec} on {m.proxy.codec_fraction:.0%} of batches, noise <= {m.proxy.noise}")
+        p = self.model.proxy
+        codec = f"{p.codec} on {p.codec_fraction:.0%} of batches" if p.codec != "none" else "no codec"
+        noise = f"noise sigma <= {p.noise:g}" if p.noise > 0 else "no noise"
+        return f"joint {self.cfg.down_model} downsampler + upsampler (from {self.init_up}), proxy: {codec}, {noise}"
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         sr, res_down, _ = model(*hr)

@@ -391,7 +391,32 @@ class StreamInfo:
     display_matrix: list[int] | None = None
 
 
-class VideoOutput:
+class _Output:
+    """What both outputs share: flushing the encoder on close, closing quietly on abort."""
+
+    container: av.container.OutputContainer
+    stream: av.video.stream.VideoStream
+
+    def _encode(self, vf: av.VideoFrame) -> None:
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        try:
+            for packet in self.stream.encode(None):
+                self.container.mux(packet)
+        finally:
+            self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # already failing; the caller removes the file
+            pass
+
+
+class VideoOutput(_Output):
     """An output file: one encoded video stream plus copies of the input's audio/subtitle streams.
 
     Write frames with :meth:`write` (``pts`` in the input's time base), copied packets with
@@ -443,9 +468,7 @@ class VideoOutput:
         vf = video_frame(convert_bits(frame, self.bits))
         vf.pts = pts
         vf.time_base = self.info.time_base
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
-        self.frames_written += 1
+        self._encode(vf)
 
     def mux_copy(self, packet: av.Packet) -> None:
         out = self.copies.get(packet.stream.index)
@@ -453,21 +476,8 @@ class VideoOutput:
             packet.stream = out
             self.container.mux(packet)
 
-    def close(self) -> None:
-        try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-        finally:
-            self.container.close()
 
-    def abort(self) -> None:
-        try:
-            self.container.close()
-        except Exception:  # already failing; the caller removes the file
-            pass
-
-
-class Y4MOutput:
+class Y4MOutput(_Output):
     """yuv4mpegpipe output (stdout by default), 8- or 10-bit, through PyAV's muxer."""
 
     def __init__(self, path: str, info: StreamInfo) -> None:
@@ -487,25 +497,10 @@ class Y4MOutput:
         vf = video_frame(frame)
         vf.pts = self.frames_written  # y4m is constant-rate: one tick of 1/rate per frame
         vf.time_base = 1 / self.info.rate
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
-        self.frames_written += 1
+        self._encode(vf)
 
     def mux_copy(self, packet) -> None:  # y4m carries video only
         pass
-
-    def close(self) -> None:
-        try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-        finally:
-            self.container.close()
-
-    def abort(self) -> None:
-        try:
-            self.container.close()
-        except Exception:
-            pass
 
 
 def stream_info(inp: VideoInput, first: Frame, *, scale: int = 1, size: tuple[int, int] | None = None) -> StreamInfo:

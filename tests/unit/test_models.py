@@ -41,7 +41,7 @@ def test_scales_construct_and_run(scale):
 def test_config_validation():
     with pytest.raises(ValueError, match="scale must be"):
         UpsamplerConfig(scale=1)
-    with pytest.raises(ValueError, match="unknown upsampler config keys: depth"):
+    with pytest.raises(ValueError, match="unknown UpsamplerConfig keys: depth"):
         UpsamplerConfig.from_dict({"depth": 3})
 
 
@@ -107,7 +107,7 @@ def _edit(meta_path, **changes):
     ({"format": "something-else"}, "not a vsr weights file"),
     ({"kind": "downsampler"}, "holds a 'downsampler' network"),
     ({"config": {"channels": 32, "blocks": 2, "scale": 2}}, "do not fit the architecture"),
-    ({"config": {"channels": 16, "blocks": 2, "scale": 2, "width": 3}}, "unknown upsampler config keys"),
+    ({"config": {"channels": 16, "blocks": 2, "scale": 2, "width": 3}}, "unknown UpsamplerConfig keys"),
     ({"config": {"channels": 16, "blocks": 2, "scale": 4}}, "an x4 model"),
 ])
 def test_checkpoint_refuses_mismatched_metadata(tmp_path, change, message):

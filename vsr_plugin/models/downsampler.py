@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .layers import conv3x3
+from .layers import ConfigDict, conv3x3
 
 
 @dataclass(frozen=True, kw_only=True)
-class DownsamplerConfig:
+class DownsamplerConfig(ConfigDict):
     """Architecture of a :class:`Downsampler`.
 
     Args:
@@ -32,17 +31,6 @@ class DownsamplerConfig:
             raise ValueError(f"channels must be >= 8, got {self.channels}")
         if self.blocks < 0:
             raise ValueError(f"blocks must be >= 0, got {self.blocks}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DownsamplerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown downsampler config keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 DOWN_PRESETS = {

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class ConfigDict:
+    """JSON round trip for the frozen architecture dataclasses (checkpoint metadata)."""
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def conv3x3(c_in: int, c_out: int) -> nn.Conv2d:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .layers import PooledSelfAttention, conv3x3
+from .layers import ConfigDict, PooledSelfAttention, conv3x3
 
 
 @dataclass(frozen=True, kw_only=True)
-class UpsamplerConfig:
+class UpsamplerConfig(ConfigDict):
     """Architecture of an :class:`Upsampler`.
 
     Args:
@@ -38,17 +37,6 @@ class UpsamplerConfig:
             raise ValueError(f"blocks must be >= 0, got {self.blocks}")
         if self.attention_pool < 1:
             raise ValueError(f"attention_pool must be >= 1, got {self.attention_pool}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> UpsamplerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown upsampler config keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 PRESETS = {
