@@ -6,7 +6,7 @@
     HR crop --pack(4)--> Downsampler --+ bicubic 2x base--> LR (float) --round (straight-through)-->
         --codec proxy (identity | noise | x264/JPEG round trip, straight-through)-->
         --pack(2)--> Upsampler --+ bilinear base--> SR   vs HR: L1 (luma-weighted)
-    + base_weight x |LR - bicubic base| (keeps the base layer watchable on any player)
+    + base_weight x (LR - bicubic base)^2 (keeps the base layer watchable on any player)
 
 The networks define ``forward`` only; everything here is the training wrapper around them.
 """
@@ -80,7 +80,7 @@ class SRTask:
 
     def __init__(self, cfg, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
-        if cfg.init:
+        if cfg.init and cfg.init != "random":
             net, _ = load_upsampler(cfg.init, scale=cfg.scale)
             if net.config != cfg.architecture():
                 raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
@@ -157,9 +157,13 @@ class JointTask:
     def __init__(self, cfg, device: torch.device, generator: torch.Generator,
                  autocast: Callable[[], AbstractContextManager]) -> None:
         self.cfg, self.device = cfg, device
-        init_up = cfg.init or ("default" if f"x{cfg.scale}-default" in shipped_models() else "")
-        if init_up:
-            up, _ = load_upsampler(init_up, scale=cfg.scale)  # the upsampler starts from SR weights
+        # the upsampler starts from the shipped SR weights of its preset unless told otherwise
+        shipped = f"x{cfg.scale}-{cfg.model}" if f"x{cfg.scale}-{cfg.model}" in shipped_models() else "random"
+        init_up = cfg.init or shipped
+        if init_up != "random":
+            up, _ = load_upsampler(init_up, scale=cfg.scale)
+            if up.config != cfg.architecture():
+                raise ValueError(f"--init weights are {up.config}, not the {cfg.model!r} architecture")
         else:
             up = Upsampler(cfg.architecture())
         if cfg.init_down:
@@ -169,7 +173,7 @@ class JointTask:
         lo, hi = cfg.proxy_quality_range
         proxy = ProxyConfig(noise=cfg.proxy_noise, codec=cfg.proxy_codec, codec_fraction=cfg.proxy_codec_fraction,
                             quality=(lo, hi))
-        self.init_up = init_up or "random"
+        self.init_up = init_up
         self.model = JointModel(down, up, proxy, generator, autocast).to(device).train()
         self.baseline: list[float] | None = None
 
@@ -182,9 +186,13 @@ class JointTask:
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         sr, res_down, _ = model(*hr)
         restore = yuv_l1(sr, hr, bits=8, luma_weight=self.cfg.luma_weight)
-        # |LR - bicubic base| in normalised units is |residual|: luma phases 0..3, chroma 4, 5
+        # (LR - bicubic base) in normalised units is the residual: luma phases 0..3, chroma 4, 5.
+        # Squared, not absolute: an L1 term's constant pull would hold the residual at exactly zero
+        # (measured: the base layer drifted back to pure bicubic); a quadratic one only reins in
+        # large departures, which is what keeps the base layer watchable.
         lw = self.cfg.luma_weight
-        base = lw * res_down[:, :4].abs().mean() + (1 - lw) / 2 * (res_down[:, 4].abs().mean() + res_down[:, 5].abs().mean())
+        sq = res_down.square()
+        base = lw * sq[:, :4].mean() + (1 - lw) / 2 * (sq[:, 4].mean() + sq[:, 5].mean())
         return restore + self.cfg.base_weight * base
 
     @torch.no_grad()

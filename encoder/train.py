@@ -77,14 +77,16 @@ class TrainConfig:
     patience: int = 0                # stop after this many epochs without improvement; 0 never
     seed: int = 0
     resume: bool = False             # continue from OUT/state.* if present
-    init: str = ""                   # start the upsampler from these weights (joint: default = shipped SR)
+    init: str = ""                   # start the upsampler from these weights (joint: default = the shipped
+                                     # SR weights of --model; "random" for none)
     down_model: str = "default"      # joint: downsampler preset: fast | default
     init_down: str = ""              # joint: start the downsampler from these weights
     proxy_noise: float = 2.0         # joint: largest Gaussian noise sigma (8-bit codes); 0 off
     proxy_codec: str = "x264"        # joint: real codec round trips: none | x264 | jpeg
     proxy_codec_fraction: float = 0.5  # joint: share of batches through the real codec
     proxy_quality: str = "20,40"     # joint: x264 CRF / JPEG quantiser range, drawn per batch
-    base_weight: float = 0.1         # joint: weight of |base layer - bicubic reduction|
+    base_weight: float = 1.0         # joint: weight of the squared base layer - bicubic reduction
+    down_lr_scale: float = 1.0       # joint: the downsampler's learning rate relative to --lr
     samples: int = 3                 # validation images written to TensorBoard per epoch
     threads: int = 0                 # torch CPU threads per process; 0 leaves torch's default
     device: str = "auto"
@@ -100,6 +102,8 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {', '.join(AMP)}, got {self.amp!r}")
         if not 0.0 < self.luma_weight <= 1.0:
             raise ValueError(f"luma_weight must be in (0, 1], got {self.luma_weight}")
+        if self.down_lr_scale <= 0:
+            raise ValueError(f"down_lr_scale must be positive, got {self.down_lr_scale}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         for name in ("batch", "accum", "steps", "epoch_steps"):
@@ -350,11 +354,12 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     task = SRTask(cfg, ctx.device) if cfg.mode == "sr" else JointTask(cfg, ctx.device, gen, autocast)
     net = task.model
     ema = copy.deepcopy(net).eval() if cfg.ema > 0 else None
-    decay, no_decay = [], []
+    groups: dict[tuple[float, float], list] = {}  # (lr scale, weight decay) -> parameters
     for name, p in net.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+        scale = cfg.down_lr_scale if name.startswith("down.") else 1.0
+        groups.setdefault((scale, 0.0 if p.ndim <= 1 else cfg.weight_decay), []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "lr_scale": sc, "weight_decay": wd} for (sc, wd), ps in groups.items()],
+                            lr=cfg.lr, betas=(0.9, 0.99))
 
     step, best, stale, history, elapsed = 0, -math.inf, 0, [], 0.0
     if cfg.resume and (out / "state.json").is_file():
@@ -379,7 +384,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     end = min(cfg.stop_at, cfg.steps) if cfg.stop_at else cfg.steps
     while step < end:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         opt.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for micro in range(cfg.accum):

@@ -35,12 +35,17 @@ __all__ = ["BACKENDS", "BackendUnavailable", "pack", "unpack", "unpack_upscale",
 T = TypeVar("T")
 
 
-def _cupy_obstacle(tensors: tuple[torch.Tensor, ...]) -> tuple[str, BaseException | None] | None:
-    """Why the fused kernels cannot take these tensors as ``(reasons, cause)``, or None if they can."""
+def _cupy_obstacle(tensors: tuple[torch.Tensor, ...], *, first_only: bool = False
+                   ) -> tuple[str, BaseException | None] | None:
+    """Why the fused kernels cannot take these tensors as ``(reasons, cause)``, or None if they can.
+    ``first_only`` stops at the first reason (``auto`` needs no more; CPU tensors then never look
+    for cupy)."""
     reasons, cause = [], None
     if not all(t.is_cuda for t in tensors):
         devices = sorted({str(t.device) for t in tensors})
         reasons.append(f"the fused kernels need CUDA tensors, got tensors on {', '.join(devices)}")
+        if first_only:
+            return reasons[0], None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         reasons.append("an input requires grad and grad mode is on, and the fused kernels are not differentiable "
                        "(use backend='torch', or torch.no_grad())")
@@ -57,7 +62,7 @@ def _dispatch(backend: str, tensors: tuple[torch.Tensor, ...], fused: Callable[[
         raise ValueError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "torch":
         return twin()
-    obstacle = _cupy_obstacle(tensors)
+    obstacle = _cupy_obstacle(tensors, first_only=backend == "auto")
     if obstacle is not None:
         if backend == "auto":
             return twin()

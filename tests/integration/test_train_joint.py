@@ -14,7 +14,7 @@ from vsr_plugin.models import load_downsampler, load_upsampler
 
 JOINT = ["--mode", "joint", "--model", "fast", "--down-model", "fast", "--crop", "32", "--batch", "4",
          "--val-count", "2", "--samples", "1", "--warmup", "5", "--lr", "3e-3", "--ema", "0", "--threads", "1",
-         "--init", ""]
+         "--init", "random"]
 
 
 def test_straight_through_rounding_passes_the_gradient():

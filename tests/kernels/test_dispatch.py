@@ -33,7 +33,7 @@ def fused_on_cpu(monkeypatch, emulation_libs):
             emulator.run(emulation_libs[launch.source], [launch])
         ran.extend(launches)
 
-    monkeypatch.setattr(kernels, "_cupy_obstacle", lambda tensors: None)
+    monkeypatch.setattr(kernels, "_cupy_obstacle", lambda tensors, **kw: None)
     monkeypatch.setattr(cupy_ops, "run", run)
     return ran
 
