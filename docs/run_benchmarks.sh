@@ -4,7 +4,7 @@
 #   bash docs/run_benchmarks.sh                       # the default steps below, in order
 #   STEPS="clips rd1080" bash docs/run_benchmarks.sh  # a subset
 #
-# Steps: clips (two 1080p test clips rendered from photos), rd1080 (x264 rate–distortion on them),
+# Steps: clips (three 1080p test clips rendered from photos), rd1080 (x264 rate–distortion on them),
 # rdvideo (x264 rate–distortion on the natural clips of ../shared/data/video), speed (fps and
 # memory). Optional, not in the default set: rd1080-x265 and rd1080-av1 (same clips, other codecs).
 #
@@ -27,6 +27,8 @@ BENCH=${BENCH:-.venv/bin/vsr-bench}
 
 URBAN=()   # six 1024x768 Urban100 photos -> a 3x2 mosaic (3072x1536)
 for n in 002 005 012 018 026 045; do URBAN+=("$DATA/Urban100/img_$n.png"); done
+URBAN2=()  # six more
+for n in 055 056 070 071 079 086; do URBAN2+=("$DATA/Urban100/img_$n.png"); done
 NATURE=()  # twenty 481x321 BSD200 photos -> a 5x4 mosaic (2405x1284)
 for n in 100075 100098 103041 105019 105053 106020 108073 109034 112082 113016 \
          113044 117054 118020 118035 12003 12074 122048 124084 126039 130034; do
@@ -34,7 +36,7 @@ for n in 100075 100098 103041 105019 105053 106020 108073 109034 112082 113016 \
 done
 VIDEO=("$DATA/video/bus_cif_352x288_17f.y4m" "$DATA/video/carphone_qcif_176x144_120f.mp4"
        "$DATA/video/bikes_640x272_250f.mp4" "$DATA/video/bigbuckbunny_1280x720_132f.mp4")
-HD=("$CLIPS/urban_1080p.mkv" "$CLIPS/nature_1080p.mkv")
+HD=("$CLIPS/urban_1080p.mkv" "$CLIPS/nature_1080p.mkv" "$CLIPS/urban2_1080p.mkv")
 
 run() { echo "+ $*" >&2; "$@"; }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -46,6 +48,7 @@ mkdir -p "$OUT" "$CLIPS"
 if has clips; then
     run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 --size 1920x1080 --frames 48 -o "$CLIPS/urban_1080p.mkv"
     run "$BENCH" make-clip "${NATURE[@]}" --mosaic 5x4 --size 1920x1080 --frames 48 -o "$CLIPS/nature_1080p.mkv"
+    run "$BENCH" make-clip "${URBAN2[@]}" --mosaic 3x2 --size 1920x1080 --frames 48 -o "$CLIPS/urban2_1080p.mkv"
 fi
 if has rd1080; then
     rd "${HD[@]}" --codec libx264 --name rd_1080p_libx264

@@ -1,7 +1,9 @@
-"""Whole-file and pipe upscaling: media input -> engine -> media output, concurrently.
+"""Whole-file and pipe jobs: media input -> engine -> media output, concurrently.
 
-Thin orchestration over :mod:`media`, :mod:`pipeline` and :mod:`engine`; the CLI and the
-benchmarks call these functions.
+2x upscaling (file and pipe), the encoder side's learned reduction (``.vsr.mkv`` file and pipe)
+and the decoder side's restoration. Thin orchestration over :mod:`media`, :mod:`pipeline` and
+:mod:`engine`: each job is a :class:`Plan` (output stream, frames function) run by one file or
+pipe runner. The CLI and the benchmarks call these functions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .atomic import atomic_output
 from .baselayer import (BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer, parse_tags,
                         resolve_upsampler, tags_for)
 from .engine import Downscaler, Upscaler
-from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, TimedFrame, VideoInput, VideoOutput,
+from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput,
                     Y4MOutput, stream_info)
 from .models import CheckpointInfo
 from .pipeline import Pipeline, StageStats
@@ -106,86 +108,109 @@ def _run(output, source: Iterator, fn: FramesFn, batch: int, progress: Progress)
     return stats
 
 
-EngineSource = Upscaler | Callable[[], Upscaler]
+@dataclass(frozen=True)
+class Plan:
+    """What a job does with the frames, decided once the first frame is known."""
+
+    info: StreamInfo          # the output video stream
+    fn: FramesFn              # frames in -> frames out (batches of one size)
+    batch: int
+    engine: str               # for the summary line
+    tags: dict[str, str] | None = None
 
 
-def _engine(engine: EngineSource) -> Upscaler:
-    return engine if isinstance(engine, Upscaler) else engine()
+Planner = Callable[[VideoInput, Frame], Plan]
 
 
-def upscale_file(src: str | Path, dst: str | Path | None, engine: EngineSource, encode: EncodeOptions, *,
-                 overwrite: bool = False, show_progress: bool = True) -> TranscodeResult:
-    """Upscale a video file into a new file (written atomically; nothing is left on failure).
-
-    ``engine`` may be a factory, called once the input has proved readable (so a bad input
-    fails before a model is loaded).
-    """
-    dst = Path(dst) if dst else default_output(src, 2)
+def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *, overwrite: bool,
+             show_progress: bool, format: str | None = None) -> TranscodeResult:
+    """Decode ``src``, run the planned frames function, encode into ``dst`` atomically (audio and
+    subtitles copied). The planner runs after the input has proved readable, so a bad input fails
+    before any model is loaded."""
     check_output(dst, overwrite=overwrite, input_path=str(src))
     with VideoInput(src) as inp:
         first, source = _with_first_frame(inp)
-        engine = _engine(engine)
-        info = stream_info(inp, first.frame, scale=engine.scale)
+        job = plan(inp, first.frame)
         progress = Progress(inp.frame_count_estimate, enabled=show_progress)
         with atomic_output(dst, overwrite=overwrite) as tmp:
-            out = VideoOutput(tmp, info, encode, inp.copy_streams)
-            stats = _run(out, source, engine.upscale_frames, engine.options.batch, progress)
-        return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (info.width, info.height),
-                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, repr(engine))
+            out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags)
+            stats = _run(out, source, job.fn, job.batch, progress)
+        return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (job.info.width, job.info.height),
+                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine)
 
 
-def upscale_pipe(engine: EngineSource, *, show_progress: bool = True) -> TranscodeResult:
+def _to_pipe(plan: Planner, *, show_progress: bool, mode: str) -> TranscodeResult:
+    """yuv4mpegpipe on stdin -> the planned frames function -> yuv4mpegpipe on stdout."""
+    if sys.stdin.isatty():
+        raise MediaError("pipe mode reads a yuv4mpegpipe stream on stdin, e.g. "
+                         f"ffmpeg -i in.mp4 -f yuv4mpegpipe - | vsr-transcode pipe --{mode}")
+    with VideoInput(PIPE_IN) as inp:
+        first, source = _with_first_frame(inp)
+        job = plan(inp, first.frame)
+        out = Y4MOutput(PIPE_OUT, job.info)
+        stats = _run(out, source, job.fn, job.batch, Progress(None, enabled=show_progress))
+        return TranscodeResult("stdin", "stdout", (inp.width, inp.height), (job.info.width, job.info.height),
+                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine)
+
+
+def _built(engine):
+    """An engine, or a factory called now (once the input has proved readable)."""
+    return engine if isinstance(engine, (Upscaler, Downscaler)) else engine()
+
+
+def _upscale_plan(engine: Upscaler | Callable[[], Upscaler]) -> Planner:
+    def plan(inp: VideoInput, first: Frame) -> Plan:
+        up = _built(engine)
+        return Plan(stream_info(inp, first, scale=up.scale), up.upscale_frames, up.options.batch, repr(up))
+    return plan
+
+
+def _downscale_plan(engine: Downscaler | Callable[[], Downscaler], *, even: bool, tags_from=None) -> Planner:
+    """The learned 2x reduction; ``even`` pads the base layer to even sizes (H.264/HEVC need them)."""
+    def plan(inp: VideoInput, first: Frame) -> Plan:
+        down = _built(engine)
+        h, w = first.height, first.width
+        (bh, bw), _ = downscale_shapes(h, w)
+        fn = down.downscale_frames
+        if even:
+            bh, bw = base_size(h), base_size(w)
+            fn = lambda frames: [f.padded(bh, bw) for f in down.downscale_frames(frames)]  # noqa: E731
+        tags = tags_from(down, h, w).to_metadata() if tags_from else None
+        return Plan(stream_info(inp, first, size=(bw, bh)), fn, down.options.batch, repr(down), tags)
+    return plan
+
+
+def upscale_file(src: str | Path, dst: str | Path | None, engine: Upscaler | Callable[[], Upscaler],
+                 encode: EncodeOptions, *, overwrite: bool = False, show_progress: bool = True) -> TranscodeResult:
+    """Upscale a video file into a new file (written atomically; nothing is left on failure).
+    ``engine`` may be a factory, called once the input has proved readable."""
+    dst = Path(dst) if dst else default_output(src, 2)
+    return _to_file(src, dst, encode, _upscale_plan(engine), overwrite=overwrite, show_progress=show_progress)
+
+
+def upscale_pipe(engine: Upscaler | Callable[[], Upscaler], *, show_progress: bool = True) -> TranscodeResult:
     """yuv4mpegpipe on stdin -> upscaled yuv4mpegpipe on stdout."""
-    if sys.stdin.isatty():
-        raise MediaError("pipe mode reads a yuv4mpegpipe stream on stdin, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | vsr-transcode pipe --upscale")
-    with VideoInput(PIPE_IN) as inp:
-        first, source = _with_first_frame(inp)
-        engine = _engine(engine)
-        info = stream_info(inp, first.frame, scale=engine.scale)
-        out = Y4MOutput(PIPE_OUT, info)
-        stats = _run(out, source, engine.upscale_frames, engine.options.batch, Progress(None, enabled=show_progress))
-        return TranscodeResult("stdin", "stdout", (inp.width, inp.height), (info.width, info.height),
-                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, repr(engine))
+    return _to_pipe(_upscale_plan(engine), show_progress=show_progress, mode="upscale")
 
 
-def downscale_pipe(engine: Callable[[], Downscaler] | Downscaler, *, show_progress: bool = True) -> TranscodeResult:
+def downscale_pipe(engine: Downscaler | Callable[[], Downscaler], *, show_progress: bool = True) -> TranscodeResult:
     """yuv4mpegpipe on stdin -> learned 2x reduction as yuv4mpegpipe on stdout (the base layer,
-    for an external encoder)."""
-    if sys.stdin.isatty():
-        raise MediaError("pipe mode reads a yuv4mpegpipe stream on stdin, e.g. ffmpeg -i in.mp4 -f yuv4mpegpipe - | vsr-transcode pipe --downscale")
-    with VideoInput(PIPE_IN) as inp:
-        first, source = _with_first_frame(inp)
-        engine = engine if isinstance(engine, Downscaler) else engine()
-        (lh, lw), _ = downscale_shapes(first.frame.height, first.frame.width)
-        info = stream_info(inp, first.frame, size=(lw, lh))
-        out = Y4MOutput(PIPE_OUT, info)
-        stats = _run(out, source, engine.downscale_frames, engine.options.batch, Progress(None, enabled=show_progress))
-        return TranscodeResult("stdin", "stdout", (inp.width, inp.height), (lw, lh), stats.frames_out, stats,
-                               inp.truncated, inp.truncation_reason, repr(engine))
+    ``ceil(H/2) x ceil(W/2)``, for an external encoder)."""
+    return _to_pipe(_downscale_plan(engine, even=False), show_progress=show_progress, mode="downscale")
 
 
-def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler, up_info: CheckpointInfo,
-                      encode: EncodeOptions, *, overwrite: bool = False, show_progress: bool = True) -> TranscodeResult:
+def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler | Callable[[], Downscaler],
+                      up_info: CheckpointInfo, encode: EncodeOptions, *, overwrite: bool = False,
+                      show_progress: bool = True) -> TranscodeResult:
     """Encoder side: learned 2x reduction + base codec -> ``.vsr.mkv`` (tags name the upsampler
     and the original size; audio and subtitles copied)."""
     dst = Path(dst) if dst else default_base_output(src)
-    check_output(dst, overwrite=overwrite, input_path=str(src))
-    with VideoInput(src) as inp:
-        first, source = _with_first_frame(inp)
-        h, w = first.frame.height, first.frame.width
-        bh, bw = base_size(h), base_size(w)
-        info = stream_info(inp, first.frame, size=(bw, bh))
-        tags = tags_for(up_info, down.info, scale=2, width=w, height=h)
 
-        def reduce(frames: list[Frame]) -> list[Frame]:
-            return [f.padded(bh, bw) for f in down.downscale_frames(frames)]
+    def tags(engine: Downscaler, h: int, w: int) -> BaseLayerTags:
+        return tags_for(up_info, engine.info, scale=2, width=w, height=h)
 
-        progress = Progress(inp.frame_count_estimate, enabled=show_progress)
-        with atomic_output(dst, overwrite=overwrite) as tmp:
-            out = VideoOutput(tmp, info, encode, inp.copy_streams, format="matroska", tags=tags.to_metadata())
-            stats = _run(out, source, reduce, down.options.batch, progress)
-        return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (bw, bh), stats.frames_out, stats,
-                               inp.truncated, inp.truncation_reason, repr(down))
+    return _to_file(src, dst, encode, _downscale_plan(down, even=True, tags_from=tags), overwrite=overwrite,
+                    show_progress=show_progress, format="matroska")
 
 
 def read_base_layer_tags(src: str | Path) -> BaseLayerTags | None:
@@ -203,19 +228,15 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
     (looked up by content hash among the shipped weights and ``search`` folders), cropped to the
     original size."""
     dst = Path(dst) if dst else default_restored_output(src)
-    check_output(dst, overwrite=overwrite, input_path=str(src))
-    with VideoInput(src) as inp:
+
+    def plan(inp: VideoInput, first: Frame) -> Plan:
         tags = parse_tags(inp.metadata, base_width=inp.width, base_height=inp.height, source=str(src))
         engine = make_engine(resolve_upsampler(tags, search=search))
-        first, source = _with_first_frame(inp)
-        info = stream_info(inp, first.frame, size=(tags.width, tags.height))
 
         def restore(frames: list[Frame]) -> list[Frame]:  # the base layer may carry padding
             return [f.cropped(tags.height, tags.width) for f in engine.upscale_frames(frames)]
 
-        progress = Progress(inp.frame_count_estimate, enabled=show_progress)
-        with atomic_output(dst, overwrite=overwrite) as tmp:
-            out = VideoOutput(tmp, info, encode, inp.copy_streams)
-            stats = _run(out, source, restore, engine.options.batch, progress)
-        return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (tags.width, tags.height),
-                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, repr(engine))
+        return Plan(stream_info(inp, first, size=(tags.width, tags.height)), restore, engine.options.batch,
+                    repr(engine))
+
+    return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress)

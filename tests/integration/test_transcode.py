@@ -143,8 +143,11 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, tiny_model):
     src = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=250, audio=True)
     out = tmp_path / "out.mkv"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # a shell that started us in the background may have set SIGINT to "ignore", which children
+    # inherit; a user's Ctrl-C arrives with the default disposition, so restore it
     proc = subprocess.Popen(CLI + ["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--batch", "1"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # wait for the first progress line, i.e. frames are flowing and the partial output exists
     deadline = time.time() + 120
     while time.time() < deadline:
