@@ -39,6 +39,9 @@ DATA ?= $(or $(VSR_DATA),../shared/data)
 demo: $(STAMP)
 	@mkdir -p out/demo
 	$(VENV)/bin/vsr-transcode --upscale samples/bbb_480x270.mp4 -o out/demo/bbb_x2.mkv --overwrite
+	$(VENV)/bin/vsr-transcode samples/bbb_480x270.mp4 -o out/demo/bbb.vsr.mkv --overwrite
+	$(VENV)/bin/vsr-transcode out/demo/bbb.vsr.mkv -o out/demo/bbb_restored.mkv --overwrite
+	$(VENV)/bin/vsr-transcode --report samples/bbb_480x270.mp4
 	@if [ -d "$(DATA)/Set5" ]; then \
 	  $(VENV)/bin/vsr-bench sr --data "$(DATA)" --sets Set5 --out out/demo --save-images out/demo/images --quiet && \
 	  echo "upscaled Set5 images (bicubic, lanczos and each model): out/demo/images/Set5/"; \

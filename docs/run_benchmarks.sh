@@ -5,8 +5,11 @@
 #   STEPS="clips rd1080" bash docs/run_benchmarks.sh  # a subset
 #
 # Steps: clips (three 1080p test clips rendered from photos), rd1080 (x264 rate–distortion on them),
-# rdvideo (x264 rate–distortion on the natural clips of ../shared/data/video), speed (fps and
-# memory). Optional, not in the default set: rd1080-x265 and rd1080-av1 (same clips, other codecs).
+# ablation (the no-codec pair ABLATION on the same clips, reusing rd1080's native/bicubic points;
+# skipped with a note when ABLATION does not exist), rdvideo (x264 rate–distortion on the natural
+# clips of ../shared/data/video), sr (image benchmark with the learned pairs, lossless base layer),
+# speed (fps and memory; x264 medium and veryfast). Optional, not in the default set: rd1080-x265
+# and rd1080-av1 (same clips, other codecs).
 #
 # Environment:
 #   VSR_DATA    data root (default ../shared/data)
@@ -15,6 +18,7 @@
 #   MODEL_ARGS  extra options for every rd run, e.g. "--model runs/x2-default/best" while no
 #               weights are shipped, or "--down-model PATH" for the learned downsampler
 #   DEVICE      network device for rd (default auto: CUDA when present)
+#   ABLATION    downsampler of the ablation pair (default runs/pair-default-nocodec/best-down)
 set -euo pipefail
 
 DATA=${VSR_DATA:-../shared/data}
@@ -22,7 +26,8 @@ OUT=${OUT:-docs/results}
 CLIPS=${CLIPS:-out/clips}
 MODEL_ARGS=${MODEL_ARGS:-}
 DEVICE=${DEVICE:-auto}
-STEPS=${STEPS:-clips rd1080 rdvideo speed}
+STEPS=${STEPS:-clips rd1080 ablation rdvideo sr speed}
+ABLATION=${ABLATION:-runs/pair-default-nocodec/best-down}
 BENCH=${BENCH:-.venv/bin/vsr-bench}
 
 URBAN=()   # six 1024x768 Urban100 photos -> a 3x2 mosaic (3072x1536)
@@ -53,6 +58,14 @@ fi
 if has rd1080; then
     rd "${HD[@]}" --codec libx264 --name rd_1080p_libx264
 fi
+if has ablation; then
+    if [[ -f "$ABLATION.safetensors" ]]; then
+        rd "${HD[@]}" --codec libx264 --pipelines native,bicubic,vsr --down-model "$ABLATION" \
+            --reuse "$OUT/rd_1080p_libx264.json" --name rd_1080p_libx264_ablation_nocodec
+    else
+        echo "note: ablation skipped: $ABLATION.safetensors not found (train it: README, Shipped models)" >&2
+    fi
+fi
 if has rdvideo; then
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --name rd_video_libx264
 fi
@@ -62,6 +75,12 @@ fi
 if has rd1080-av1; then
     rd "${HD[@]}" --codec libsvtav1 --name rd_1080p_libsvtav1
 fi
+if has sr; then
+    PAIRS=x2-codec-default-down
+    [[ -f "$ABLATION.safetensors" ]] && PAIRS="$PAIRS,$ABLATION"
+    run "$BENCH" sr --data "$DATA" --pairs "$PAIRS" --out "$OUT"
+fi
 if has speed; then
     run "$BENCH" speed --out "$OUT"
+    run "$BENCH" speed --out "$OUT" --name speed_veryfast --e2e-preset veryfast
 fi

@@ -14,7 +14,12 @@ Subcommands (each a thin adapter over its module; docs/benchmarks.md has the exa
     -> method -> output Y vs the BT.601 Y (8 bit) of HR, ``scale`` pixels shaved: PSNR-Y, SSIM-Y
 
 Rows: bicubic and lanczos upscaling of the LR planes (PIL's float resampler: bicubic a = -0.5, the
-MATLAB ``imresize`` kernel that literature tables use; Lanczos-3) and every shipped model. Params and
+MATLAB ``imresize`` kernel that literature tables use; Lanczos-3) and every shipped model.
+
+Learned pairs (``--pairs``, default: every shipped downsampler with its ``-up`` sibling) replace the
+bicubic downscale: HR YUV 4:2:0 -> learned downsampler -> base layer, stored losslessly (8 bit) ->
+its upsampler -> Y vs HR Y as above. Their ``base`` column is the PSNR-Y of the base layer against
+the protocol's bicubic LR, i.e. how watchable the base layer stays on an ordinary player. Params and
 CPU ms/frame for 960x540 -> 1920x1080 (network + pack/unpack) are timed in the same run, beside
 torch's bicubic interpolation of the same planes.
 """
@@ -34,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vsr_plugin.engine import Upscaler
+from vsr_plugin.engine import Downscaler, Upscaler
 from vsr_plugin.media import MediaError
-from vsr_plugin.models import CheckpointError, shipped_models
+from vsr_plugin.models import DOWNSAMPLER, CheckpointError, shipped_models
 from vsr_plugin.yuv import Frame, chroma_shape, frame_to_rgb, rgb_to_frame
 
 from . import clips, metrics, rd, speed
@@ -111,15 +116,23 @@ def run_sr(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"benchmark set {name!r} not found under {root} (set --data or VSR_DATA)")
     models = [m for m in args.models.split(",") if m] if args.models else shipped_models()
     engines = {m: Upscaler(m, scale=args.scale, device=args.device, dtype=args.dtype) for m in models}
-    methods = list(BASELINES) + models
+    pairs = {f"pair {down}": (Downscaler(down, scale=args.scale, device=args.device, dtype=args.dtype),
+                              Upscaler(up, scale=args.scale, device=args.device, dtype=args.dtype))
+             for down, up in _pairs(args.pairs)}
+    methods = list(BASELINES) + models + list(pairs)
     results: dict[str, dict] = {m: {"sets": {}} for m in methods}
     for set_name in sets:
         files = list_images(root / set_name)
         scores = {m: [] for m in methods}
+        base_scores = {m: [] for m in pairs}
         for i, path in enumerate(files):
             lr, hr = sr_case(load_rgb(path), args.scale)
             outputs = {m: baseline_upscale(lr, args.scale, f) for m, f in BASELINES.items()}
             outputs.update({m: e.upscale(lr) for m, e in engines.items()})
+            for m, (down, up) in pairs.items():
+                base = down.downscale(hr)
+                base_scores[m].append(metrics.psnr(base.y, lr.y))
+                outputs[m] = up.upscale(base)
             ref = metrics.shave(hr.y, args.scale)
             for m, out in outputs.items():
                 test = metrics.shave(out.y, args.scale)
@@ -138,6 +151,8 @@ def run_sr(args: argparse.Namespace) -> int:
                 "ssim_y": float(np.mean([s[1] for s in scores[m]])),
                 "images": len(files),
             }
+            if m in pairs:
+                results[m]["sets"][set_name]["base_psnr_y"] = float(np.mean(base_scores[m]))
 
     speed = {}
     if args.speed:
@@ -149,6 +164,9 @@ def run_sr(args: argparse.Namespace) -> int:
     for m, e in engines.items():
         results[m]["params"] = sum(p.numel() for p in e.net.parameters())
         results[m]["weights"] = e.info.name if e.info else m
+    for m, (down, up) in pairs.items():
+        results[m]["params"] = sum(p.numel() for e in (down, up) for p in e.net.parameters())
+        results[m]["weights"] = [e.info.name if e.info else m for e in (down, up)]
 
     header = ["method", "params"] + [f"{s} PSNR / SSIM" for s in sets]
     if args.speed:
@@ -160,7 +178,7 @@ def run_sr(args: argparse.Namespace) -> int:
     for m in methods:
         r = results[m]
         label = {"bicubic": "bicubic (PIL, a=-0.5)", "lanczos": "lanczos3 (PIL)"}.get(m, m)
-        row = [label, r.get("params", "-")] + [f"{r['sets'][s]['psnr_y']:.2f} / {r['sets'][s]['ssim_y']:.4f}" for s in sets]
+        row = [label, r.get("params", "-")] + [_cell(r["sets"][s]) for s in sets]
         if args.speed:
             row += ([r["cpu_ms_960x540"], 1000.0 / r["cpu_ms_960x540"], r["vs_torch_bicubic"]] if m in engines
                     else ["-", "-", "-"])
@@ -169,7 +187,9 @@ def run_sr(args: argparse.Namespace) -> int:
     info = machine()
     md = (f"# vsr-bench sr — x{args.scale}\n\nPSNR-Y (dB) / SSIM-Y, BT.601 Y, {args.scale} px shaved; "
           f"LR = antialiased bicubic (a=-0.5) downscale rounded to 8 bit, fed as YUV 4:2:0.\n"
-          f"Speed: {info['cpu']}, {info['cpu_threads']} threads, fp32, batch 1, network + pack/unpack.\n\n{table}")
+          + (f"Pairs: learned downscale of HR 4:2:0, 8-bit lossless base layer, paired upsampler; "
+             f"[base: PSNR-Y of the base layer vs the bicubic LR].\n" if pairs else "")
+          + f"Speed: {info['cpu']}, {info['cpu_threads']} threads, fp32, batch 1, network + pack/unpack.\n\n{table}")
     data = {"protocol": "sr-v1", "scale": args.scale, "sets": sets, "machine": info, "speed": speed,
             "results": results, "command": "vsr-bench " + " ".join(args.argv)}
     json_path, md_path = write_report(args.out, f"sr_x{args.scale}", data, md)
@@ -177,6 +197,28 @@ def run_sr(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     return 0
+
+
+def _cell(scores: dict) -> str:
+    text = f"{scores['psnr_y']:.2f} / {scores['ssim_y']:.4f}"
+    if "base_psnr_y" in scores:
+        text += f" [base {scores['base_psnr_y']:.2f}]"
+    return text
+
+
+def _pairs(spec: str | None) -> list[tuple[str, str]]:
+    """``DOWN[:UP],…`` -> (downsampler, upsampler) pairs; UP defaults to DOWN's ``-up`` sibling.
+    None means every shipped downsampler that has one."""
+    if spec is None:
+        return [(d, u) for d in shipped_models(DOWNSAMPLER) if (u := rd.paired_upsampler(d))]
+    pairs = []
+    for item in filter(None, spec.split(",")):
+        down, _, up = item.partition(":")
+        up = up or rd.paired_upsampler(down)
+        if not up:
+            raise ValueError(f"no upsampler paired with {down!r}: name it as DOWN:UP")
+        pairs.append((down, up))
+    return pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--data", default=str(default_data_root()), help="folder holding the benchmark sets (env VSR_DATA)")
     sr.add_argument("--sets", default=",".join(SETS), help="comma-separated set names")
     sr.add_argument("--models", default="", help="comma-separated model names or weight paths (default: all shipped)")
+    sr.add_argument("--pairs", default=None,
+                    help="learned pairs DOWN[:UP],… evaluated with a lossless base layer "
+                         "(default: every shipped downsampler with its -up upsampler; '' for none)")
     sr.add_argument("--scale", type=int, default=2)
     sr.add_argument("--device", default="cpu")
     sr.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])

@@ -28,6 +28,7 @@ at that size.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -113,30 +114,35 @@ def _upscaler(model: str, engine_options: dict):
     def up(frames: Frames, h: int, w: int) -> Frames:
         return [f.cropped(h, w) for f in engine.upscale_frames(frames)]
 
-    return up, repr(engine)
+    return up, repr(engine), _sha(engine)
+
+
+def _sha(engine) -> str:
+    return engine.info.sha256 if engine.info else ""
 
 
 def sr(model: str, engine_options: dict) -> Pipeline:
-    up, name = _upscaler(model, engine_options)
+    up, name, sha = _upscaler(model, engine_options)
     return Pipeline("sr", f"bicubic (a=-0.5) 2x down, encode, vsr upsampler {name}",
                     down=lambda frames: [downscale2(f, "bicubic") for f in frames], up=up,
-                    models={"upsampler": name, "upsampler_weights": str(model)})
+                    models={"upsampler": name, "upsampler_weights": str(model), "upsampler_sha256": sha})
 
 
-def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str]:
+def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str, str]:
     """The encoder side's learned 2x downscale (the one function the ``vsr`` pipeline adds)."""
     from vsr_plugin.engine import Downscaler
 
     engine = Downscaler(model, **engine_options)
-    return engine.downscale_frames, repr(engine)
+    return engine.downscale_frames, repr(engine), _sha(engine)
 
 
 def vsr(down_model: str, up_model: str, engine_options: dict) -> Pipeline:
-    down, down_name = learned_downscale(down_model, engine_options)
-    up, up_name = _upscaler(up_model, engine_options)
+    down, down_name, down_sha = learned_downscale(down_model, engine_options)
+    up, up_name, up_sha = _upscaler(up_model, engine_options)
     return Pipeline("vsr", f"learned 2x down {down_name}, encode, vsr upsampler {up_name}", down=down, up=up,
-                    models={"downsampler": down_name, "downsampler_weights": str(down_model), "upsampler": up_name,
-                            "upsampler_weights": str(up_model)})
+                    models={"downsampler": down_name, "downsampler_weights": str(down_model),
+                            "downsampler_sha256": down_sha, "upsampler": up_name, "upsampler_weights": str(up_model),
+                            "upsampler_sha256": up_sha})
 
 
 def _shipped(kind: str, prefer: str = "default") -> str | None:
@@ -427,6 +433,10 @@ def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
         lines.append(f"- `{name}`: {desc}")
     for name, note in data["skipped"].items():
         lines.append(f"- `{name}`: **skipped** — {note}")
+    reused = sorted({p for c in data["clips"] for p in c.get("reused", [])})
+    if reused:
+        lines.append(f"\nPoints of {', '.join(f'`{p}`' for p in reused)} were reused from `{data['reused_from']}` "
+                     "(same clips, codec, preset, ladders and weights).")
     lines.append("")
     if data["summary"]:
         lines.append("## Mean BD-rate over clips (pchip, reliable clips only)")
@@ -509,6 +519,38 @@ def _unique_names(paths: list[str]) -> list[str]:
     return out
 
 
+def load_reusable(path: str | None, config: LadderConfig) -> dict:
+    """An earlier report whose points may stand in for this run's: same protocol, codec, preset,
+    ladders and VMAF model, or a clear error (a silent mismatch would corrupt every BD-rate)."""
+    if not path:
+        return {}
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--reuse: cannot read {path}: {e}") from None
+    want = {"protocol": "rd-v1", "codec": config.codec, "preset": config.preset,
+            "ladders": {"full": list(config.crf_full), "half": list(config.crf_half)}, "vmaf_model": config.vmaf_model}
+    for key, value in want.items():
+        if old.get(key) != value:
+            raise ValueError(f"--reuse: {path} was measured with {key} {old.get(key)!r}, this run uses {value!r}")
+    return old
+
+
+def reused_points(old: dict, clip: Clip, pipeline: Pipeline) -> list[dict] | None:
+    """The earlier report's points of ``pipeline`` on ``clip`` when both are the same as now (same file
+    and frame count; same pipeline description and the same weights, by content hash), else None."""
+    if old.get("pipelines", {}).get(pipeline.name) != pipeline.description:
+        return None
+    if old.get("models", {}).get(pipeline.name, {}) != pipeline.models:
+        return None
+    for entry in old.get("clips", []):
+        if (entry["path"], entry["frames"], entry["width"], entry["height"]) == (
+                clip.path, len(clip.frames), clip.width, clip.height):
+            points = [p for p in entry["points"] if p["pipeline"] == pipeline.name]
+            return points or None
+    return None
+
+
 def run_rd(args: argparse.Namespace) -> int:
     say = _say(args.quiet)
     codec = args.codec
@@ -518,6 +560,7 @@ def run_rd(args: argparse.Namespace) -> int:
                           crf_half=parse_ladder(args.crf_half) if args.crf_half else ladders["half"],
                           vmaf_model=args.vmaf_model, vmaf_threads=args.threads,
                           lossless_check=not args.no_lossless_check)
+    old = load_reusable(args.reuse, config)
     names = [n.strip() for n in args.pipelines.split(",") if n.strip()]
     if not names:
         raise ValueError("--pipelines is empty")
@@ -553,6 +596,13 @@ def run_rd(args: argparse.Namespace) -> int:
                 say(f"{name}: lossless check ({clip.width}x{clip.height}, {len(clip.frames)} frames)")
                 entry["lossless_check"] = runner.lossless_check()
             for p in pipelines:
+                if (reused := reused_points(old, clip, p)) is not None:
+                    done += len(reused)
+                    say(f"{name} {p.name}: {len(reused)} points reused from {args.reuse}")
+                    entry["points"] += reused
+                    entry.setdefault("reused", []).append(p.name)
+                    continue
+
                 def on_point(pt: dict, p=p, name=name) -> None:
                     nonlocal done
                     done += 1
@@ -571,7 +621,7 @@ def run_rd(args: argparse.Namespace) -> int:
         "bitrate": "video packet bytes after ffmpeg filter_units removed the encoder's SEI/metadata units "
                    "(h264: 6; hevc: 39|40; av1 OBU 5); kbps_with_sei counts every packet byte; codec "
                    "extradata is not counted (recorded as extradata_bytes)",
-        "clips": results, "summary": summarise(results, [p.name for p in pipelines]),
+        "reused_from": args.reuse, "clips": results, "summary": summarise(results, [p.name for p in pipelines]),
         "machine": {**machine(), "ffmpeg": ffmpeg_version()}, "command": "vsr-bench " + " ".join(args.argv),
     }
     rendered = {}
@@ -620,6 +670,10 @@ def add_parser(sub) -> None:
     p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True, help="write PNG plots")
     p.add_argument("--out", default="docs/results", help="folder for NAME.json, NAME.md and the plots")
     p.add_argument("--name", default=None, help="report name (default: rd_CODEC)")
+    p.add_argument("--reuse", default=None, metavar="REPORT.json",
+                   help="take the points of any pipeline that an earlier report measured on the same clip with "
+                        "the same codec, preset, ladders and models (e.g. add an ablation without re-encoding "
+                        "native and bicubic)")
     p.add_argument("--work-dir", default=None, help="scratch folder for streams and y4m files (default: system temp)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run)

@@ -415,7 +415,9 @@ def run_speed(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     if args.e2e_clip and not Path(args.e2e_clip).is_file():
         raise FileNotFoundError(f"no such clip: {args.e2e_clip}")
-    names = _list(args.models) if args.models else (shipped_models() or list(PRESETS))
+    # a pair's upsampler ("...-up") has the architecture of a standalone one: timing it again adds nothing
+    names = _list(args.models) if args.models else (
+        [n for n in shipped_models() if not n.endswith("-up")] or list(PRESETS))
 
     data: dict = {"protocol": "speed-v1", "machine": machine(), "command": "vsr-bench " + " ".join(args.argv),
                   "network": [], "scalers": [], "transcode": [], "notes": []}

@@ -10,6 +10,7 @@ import pytest
 from tests.media_helpers import make_clip, read_back
 from vsr_plugin.cli import main
 from vsr_plugin.ffmpeg_tools import command, run
+from vsr_plugin.models import shipped_models
 
 
 def _encode(src, out, pair, *extra):
@@ -41,6 +42,19 @@ def test_base_layer_round_trip_restores_odd_size_frames_and_audio(tmp_path, tiny
     assert (r["width"], r["height"], r["frames"]) == (333, 199, 6)
     assert r["times"] == pytest.approx(a["times"], abs=1e-3)
     assert r["audio"][0][1] == pytest.approx(a["audio"][0][1], abs=0.03)
+
+
+@pytest.mark.skipif("x2-codec-default-up" not in shipped_models(), reason="no shipped pair")
+def test_shipped_pair_is_the_default_both_ways(tmp_path):
+    """No model flags: the shipped codec pair encodes, and restore finds its upsampler by the tags."""
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=3, audio=False)
+    assert main([str(src), "-q"]) == 0
+    with av.open(str(tmp_path / "in.vsr.mkv")) as c:
+        tags = {k.upper(): v for k, v in c.metadata.items()}
+    assert tags["VSR_UPSAMPLER"] == "x2-codec-default-up"
+    assert main([str(tmp_path / "in.vsr.mkv"), "-q"]) == 0
+    r = read_back(tmp_path / "in.restored.mkv")
+    assert (r["width"], r["height"], r["frames"]) == (96, 64, 3)
 
 
 def test_restore_needs_the_named_upsampler(tmp_path, tiny_pair, capsys):

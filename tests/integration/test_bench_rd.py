@@ -71,7 +71,11 @@ def test_x264_sei_is_not_counted(natural_clip, tmp_path):
     assert bits.packets == 4
 
 
-def test_rd_ladders_on_tiny_clips(natural_clip, tiny_model, tmp_path, capsys):
+def test_rd_ladders_on_tiny_clips(natural_clip, tiny_model, tmp_path, capsys, monkeypatch):
+    import encoder.rd
+
+    shipped = encoder.rd._shipped  # as if no downsampler were shipped: vsr is skipped with a note
+    monkeypatch.setattr(encoder.rd, "_shipped", lambda kind, **kw: None if kind == "downsampler" else shipped(kind, **kw))
     odd = ffmpeg_clip(tmp_path / "odd.mkv", size=(65, 49), frames=3, vcodec="ffv1", audio=False)
     out = tmp_path / "out"
     argv = ["rd", natural_clip, str(odd), "--pipelines", "native,bicubic,lanczos,sr,vsr", "--model", tiny_model,
@@ -162,3 +166,25 @@ def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
     assert [(p["base_width"], p["base_height"]) for p in vsr] == [(33, 25)] * 2 and vsr[0]["kbps"] > vsr[1]["kbps"]
     cmp = data["clips"][0]["bd"]["vmaf"]["vs bicubic"]["vsr"]
     assert set(cmp["bd_rate"]) == {"pchip", "akima"} and set(cmp["bd_quality"]) == {"pchip", "akima"}
+
+    # --reuse: the earlier report's bicubic and vsr points stand in; only native is measured anew
+    first = out / "rd_libx264.json"
+    common = ["--device", "cpu", "--crf-half", "16,30", "--no-plots", "--no-lossless-check", "--quiet"]
+    again = tmp_path / "again"
+    assert main(["rd", str(src), "--pipelines", "native,bicubic,vsr", "--down-model", str(tmp_path / "pair-down"),
+                 "--reuse", str(first), "--out", str(again)] + common) == 0
+    data2 = json.loads((again / "rd_libx264.json").read_text())
+    assert data2["clips"][0]["reused"] == ["bicubic", "vsr"] and data2["reused_from"] == str(first)
+    old_pts = data["clips"][0]["points"]
+    assert [p for p in data2["clips"][0]["points"] if p["pipeline"] != "native"] == old_pts
+    assert len([p for p in data2["clips"][0]["points"] if p["pipeline"] == "native"]) == len(data2["ladders"]["full"])
+    assert "were reused from" in (again / "rd_libx264.md").read_text()
+    # other weights (same file name, new content) are measured again, never reused
+    torch.nn.init.normal_(down.tail.weight, std=0.02)
+    save_downsampler(tmp_path / "pair-down", down)
+    assert main(["rd", str(src), "--pipelines", "bicubic,vsr", "--down-model", str(tmp_path / "pair-down"),
+                 "--reuse", str(first), "--out", str(tmp_path / "third")] + common) == 0
+    assert json.loads((tmp_path / "third" / "rd_libx264.json").read_text())["clips"][0]["reused"] == ["bicubic"]
+    # a report measured on another ladder cannot stand in
+    assert main(["rd", str(src), "--pipelines", "bicubic", "--crf-half", "16,31", "--reuse", str(first),
+                 "--quiet", "--out", str(tmp_path / "fourth")]) == 2

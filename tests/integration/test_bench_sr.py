@@ -28,28 +28,38 @@ def test_protocol_geometry():
     assert lr.u.shape == (13, 19)
 
 
-def test_bench_sr_writes_json_and_markdown(bench_root, tmp_path, capsys):
+def test_bench_sr_writes_json_and_markdown(bench_root, tiny_pair, tmp_path, capsys):
     zero = tmp_path / "zero"
     save_upsampler(zero, Upsampler(PRESETS["fast"]))  # the bilinear base
     trained = tmp_path / "rand"
     save_upsampler(trained, randomised(UpsamplerConfig(channels=16, blocks=1)))
     out = tmp_path / "out"
+    down, up, _ = tiny_pair
     argv = ["sr", "--data", str(bench_root), "--sets", "Tiny", "--models", f"{zero},{trained}", "--out", str(out),
-            "--quiet", "--save-images", str(tmp_path / "img")]
+            "--pairs", down, "--quiet", "--save-images", str(tmp_path / "img")]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "| bicubic (PIL, a=-0.5) |" in table and "ms/frame" in table
     data = json.loads((out / "sr_x2.json").read_text())
     res = data["results"]
-    assert set(res) == {"bicubic", "lanczos", str(zero), str(trained)}
+    pair = f"pair {down}"
+    assert set(res) == {"bicubic", "lanczos", str(zero), str(trained), pair}
     for r in res.values():
         assert 20 < r["sets"]["Tiny"]["psnr_y"] < 60 and 0 < r["sets"]["Tiny"]["ssim_y"] <= 1
         assert r["sets"]["Tiny"]["images"] == 2
     assert res[str(zero)]["params"] == sum(p.numel() for p in Upsampler(PRESETS["fast"]).parameters())
     assert res[str(zero)]["cpu_ms_960x540"] > 0 and data["speed"]["torch_bicubic_ms"] > 0
-    assert (out / "sr_x2.md").read_text().count("\n|") >= 5
+    # the pair's base layer is a near-bicubic downscale (tiny random residual), so it tracks the LR closely
+    assert res[pair]["sets"]["Tiny"]["base_psnr_y"] > 35
+    assert res[pair]["weights"] == ["pair-down", "pair-up"] and res[pair]["params"] > 0
+    assert (out / "sr_x2.md").read_text().count("\n|") >= 6 and "[base " in table
     assert (tmp_path / "img" / "Tiny" / "bicubic" / "t1.png").is_file()
     assert Image.open(tmp_path / "img" / "Tiny" / "zero" / "t1.png").size == (76, 50)
+
+
+def test_pair_without_upsampler_is_a_clear_error(bench_root, tiny_model, capsys):
+    assert main(["sr", "--data", str(bench_root), "--sets", "Tiny", "--pairs", tiny_model, "--quiet"]) == 2
+    assert f"no upsampler paired with {tiny_model!r}: name it as DOWN:UP" in capsys.readouterr().err
 
 
 def test_missing_set_is_a_clear_error(bench_root, capsys):
@@ -67,3 +77,6 @@ def test_shipped_default_meets_its_set5_floor(tmp_path):
     assert res["x2-default"]["sets"]["Set5"]["psnr_y"] >= 36.8
     assert res["x2-fast"]["sets"]["Set5"]["psnr_y"] >= res["bicubic"]["sets"]["Set5"]["psnr_y"] + 2.5
     assert not math.isnan(res["lanczos"]["sets"]["Set5"]["psnr_y"])
+    if "x2-codec-default-up" in shipped_models():  # the pair, lossless base layer: watchable and restorable
+        pair = res["pair x2-codec-default-down"]["sets"]["Set5"]
+        assert pair["base_psnr_y"] >= 30.0 and pair["psnr_y"] >= 36.5
