@@ -41,7 +41,7 @@ from PIL import Image
 
 from vsr_plugin.engine import Downscaler, Upscaler
 from vsr_plugin.media import MediaError
-from vsr_plugin.models import DOWNSAMPLER, CheckpointError, shipped_models
+from vsr_plugin.models import DOWNSAMPLER, CheckpointError, paired_upsampler, shipped_models
 from vsr_plugin.yuv import Frame, chroma_shape, frame_to_rgb, rgb_to_frame
 
 from . import clips, metrics, rd, speed
@@ -210,11 +210,11 @@ def _pairs(spec: str | None) -> list[tuple[str, str]]:
     """``DOWN[:UP],…`` -> (downsampler, upsampler) pairs; UP defaults to DOWN's ``-up`` sibling.
     None means every shipped downsampler that has one."""
     if spec is None:
-        return [(d, u) for d in shipped_models(DOWNSAMPLER) if (u := rd.paired_upsampler(d))]
+        return [(d, u) for d in shipped_models(DOWNSAMPLER) if (u := paired_upsampler(d))]
     pairs = []
     for item in filter(None, spec.split(",")):
         down, _, up = item.partition(":")
-        up = up or rd.paired_upsampler(down)
+        up = up or paired_upsampler(down)
         if not up:
             raise ValueError(f"no upsampler paired with {down!r}: name it as DOWN:UP")
         pairs.append((down, up))

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from vsr_plugin.media import EncodeOptions, MediaError, VideoInput
-from vsr_plugin.models import CheckpointError, resolve_weights, shipped_models
+from vsr_plugin.models import paired_upsampler, shipped_models
 from vsr_plugin.yuv import Frame
 
 from . import bdrate, metrics
@@ -151,22 +151,6 @@ def _shipped(kind: str, prefer: str = "default") -> str | None:
         if n.endswith(f"-{prefer}") or n == prefer:
             return n
     return names[0] if names else None
-
-
-def paired_upsampler(down_model: str) -> str | None:
-    """The upsampler trained with a downsampler, by the naming joint training uses: ``…-down`` pairs
-    with ``…-up`` (a shipped name, or a weights file beside the downsampler's)."""
-    text = str(down_model)
-    if not text.endswith("-down"):
-        return None
-    up = text[: -len("-down")] + "-up"
-    if up in shipped_models() or f"x2-{up}" in shipped_models():
-        return up
-    try:
-        resolve_weights(up)
-        return up
-    except CheckpointError:
-        return None
 
 
 def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str | None, vsr_up_model: str | None,

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 
 from vsr_plugin.engine import DTYPES, Upscaler, resolve_device
 from vsr_plugin.media import DEFAULT_CRF, EncodeOptions, TimedFrame, VideoInput
-from vsr_plugin.models import PRESETS, CheckpointError, Upsampler, resolve_weights, save_upsampler, shipped_models
+from vsr_plugin.models import (PRESETS, CheckpointError, Upsampler, resolve_weights, save_upsampler,
+                               shipped_models, standalone_upsamplers)
 from vsr_plugin.yuv import Frame
 
 from .clips import ClipSpec, plan, render
@@ -415,9 +416,8 @@ def run_speed(args: argparse.Namespace) -> int:
             raise ValueError(f"{name} must be >= {low}, got {value}")
     if args.e2e_clip and not Path(args.e2e_clip).is_file():
         raise FileNotFoundError(f"no such clip: {args.e2e_clip}")
-    # a pair's upsampler ("...-up") has the architecture of a standalone one: timing it again adds nothing
-    names = _list(args.models) if args.models else (
-        [n for n in shipped_models() if not n.endswith("-up")] or list(PRESETS))
+    # a pair's upsampler has the architecture of a standalone one: timing it again adds nothing
+    names = _list(args.models) if args.models else (standalone_upsamplers() or list(PRESETS))
 
     data: dict = {"protocol": "speed-v1", "machine": machine(), "command": "vsr-bench " + " ".join(args.argv),
                   "network": [], "scalers": [], "transcode": [], "notes": []}

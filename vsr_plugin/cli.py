@@ -108,7 +108,9 @@ def _engine(args: argparse.Namespace, model=None):
 def _downscaler(args: argparse.Namespace):
     from .engine import Downscaler
 
-    return Downscaler(args.down_model or f"x2-{args.pair}-down", device=args.device, dtype=args.dtype,
+    from .models import pair_names
+
+    return Downscaler(args.down_model or pair_names(args.pair)[0], device=args.device, dtype=args.dtype,
                       batch=args.batch, tile=args.tile)
 
 
@@ -161,14 +163,14 @@ def _upscale(args: argparse.Namespace, encode) -> int:
 
 def _encode(args: argparse.Namespace, encode) -> int:
     from .baselayer import default_base_output
-    from .models import read_info, resolve_weights
+    from .models import pair_names, read_info, resolve_weights
     from .transcode import check_output, encode_base_layer
 
     output = Path(args.output) if args.output else default_base_output(args.input)
     check_output(output, overwrite=args.overwrite, input_path=args.input)
     if bool(args.down_model) != bool(args.up_model):
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
-    up_info = read_info(resolve_weights(args.up_model or f"x2-{args.pair}-up"))
+    up_info = read_info(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     result = encode_base_layer(args.input, output, _downscaler(args), up_info, encode, overwrite=args.overwrite,
                                show_progress=not args.quiet)
     _warn_truncated(result)
@@ -185,7 +187,7 @@ def _report(args: argparse.Namespace) -> int:
     from encoder.transcode_report import ReportOptions, run_report
 
     from .atomic import write_bytes_atomic
-    from .models import resolve_weights
+    from .models import pair_names, resolve_weights
 
     if args.upscale:
         raise ValueError("--report measures the encoder side's round trip; it does not combine with --upscale")
@@ -193,8 +195,8 @@ def _report(args: argparse.Namespace) -> int:
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    down = str(resolve_weights(args.down_model or f"x2-{args.pair}-down"))
-    up = str(resolve_weights(args.up_model or f"x2-{args.pair}-up"))
+    down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
+    up = str(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
                          bitrate=parse_bitrate(args.bitrate), preset=args.preset, frames=args.frames,
                          engine={"device": args.device, "dtype": args.dtype, "batch": args.batch})

@@ -23,6 +23,7 @@ from .yuv import Frame
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 PlanesFn = Callable[..., Planes]
+_PACKAGE_DIR = str(Path(__file__).parent)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -80,10 +81,16 @@ class _Engine:
     overlap at the packed grid, and batching of :class:`Frame` lists."""
 
     block = 2  # input pixels per packed cell along each axis
+    network: type[torch.nn.Module]  # the module class a subclass runs, and the loader of its weights
+    load: Callable[..., tuple[torch.nn.Module, CheckpointInfo]]
 
-    def __init__(self, net: torch.nn.Module, info: CheckpointInfo | None, options: EngineOptions) -> None:
-        self.options = options
-        self.device = resolve_device(options.device)
+    def __init__(self, model: str | Path | torch.nn.Module, *, scale: int = 2, **options) -> None:
+        self.options = options = EngineOptions(**options)
+        self.device = resolve_device(options.device)  # fails on a bad device before anything is loaded
+        if isinstance(model, self.network):
+            net, info = copy.deepcopy(model), None
+        else:
+            net, info = self.load(model, scale=scale)
         self.dtype = DTYPES[options.dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
         self.info = info
         self.scale = net.scale
@@ -93,7 +100,7 @@ class _Engine:
         radius = net.receptive_radius
         if options.tile is not None and radius is None and options.tile_overlap is None:
             warnings.warn("this model uses global attention: tiled output differs from whole-frame output",
-                          stacklevel=3)
+                          skip_file_prefixes=(_PACKAGE_DIR,))  # blame the caller outside vsr_plugin
         self.overlap = options.tile_overlap if options.tile_overlap is not None else (radius or 8)
 
     @property
@@ -162,15 +169,11 @@ class Upscaler(_Engine):
     """
 
     block = 2
+    network = Upsampler
+    load = staticmethod(load_upsampler)
 
     def __init__(self, model: str | Path | Upsampler = "default", *, scale: int = 2, **options) -> None:
-        opts = EngineOptions(**options)
-        resolve_device(opts.device)  # fail on a bad device before loading anything
-        if isinstance(model, Upsampler):
-            net, info = copy.deepcopy(model), None
-        else:
-            net, info = load_upsampler(model, scale=scale)
-        super().__init__(net, info, opts)
+        super().__init__(model, scale=scale, **options)
 
     @torch.inference_mode()
     def upscale_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int
@@ -194,15 +197,8 @@ class Downscaler(_Engine):
     encoder side's base layer). Same options as :class:`Upscaler`; tiles are in input pixels."""
 
     block = 4
-
-    def __init__(self, model: str | Path | Downsampler, *, scale: int = 2, **options) -> None:
-        opts = EngineOptions(**options)
-        resolve_device(opts.device)
-        if isinstance(model, Downsampler):
-            net, info = copy.deepcopy(model), None
-        else:
-            net, info = load_downsampler(model, scale=scale)
-        super().__init__(net, info, opts)
+    network = Downsampler
+    load = staticmethod(load_downsampler)
 
     @torch.inference_mode()
     def downscale_planes(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int

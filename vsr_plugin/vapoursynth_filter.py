@@ -18,6 +18,7 @@ import vapoursynth as vs
 
 from .engine import Downscaler, Upscaler, resolve_device
 from .media import MediaError, TimedFrame, VideoInput
+from .models import pair_names
 from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
 
 core = vs.core
@@ -147,7 +148,7 @@ def downscale(clip: vs.VideoNode, *, pair: str = "codec-default", model: str | N
     if w % 2 or h % 2:
         raise vs.Error(f"vsr_plugin.downscale: half of {clip.width}x{clip.height} is {w}x{h}, and VapourSynth's "
                        "4:2:0 formats need even sizes; crop or pad the clip first")
-    name = model or f"x2-{pair}-down"
+    name = model or pair_names(pair)[0]
     engines = _engines(lambda net: Downscaler(net or name, device=device, dtype=dtype, tile=tile, batch=1),
                        "vsr_plugin.downscale", device, num_streams)
     return _apply(clip, bits, engines, w, h, lambda e, f: e.downscale(f))

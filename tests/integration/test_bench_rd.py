@@ -146,15 +146,10 @@ def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
     """A downsampler named '...-down' brings its '...-up' upsampler along; odd sizes work."""
     import torch
 
-    from vsr_plugin.models import PRESETS, Downsampler, DownsamplerConfig, Upsampler, save_downsampler, save_upsampler
+    from tests.integration.conftest import save_tiny_pair
+    from vsr_plugin.models import save_downsampler
 
-    torch.manual_seed(1)
-    down = Downsampler(DownsamplerConfig(channels=8, blocks=1))
-    torch.nn.init.normal_(down.tail.weight, std=0.01)
-    up = Upsampler(PRESETS["fast"].__class__(channels=8, blocks=1))
-    torch.nn.init.normal_(up.tail.weight, std=0.01)
-    save_downsampler(tmp_path / "pair-down", down)
-    save_upsampler(tmp_path / "pair-up", up)
+    down = save_tiny_pair(tmp_path)
     src = ffmpeg_clip(tmp_path / "odd.mkv", size=(65, 49), frames=2, vcodec="ffv1", audio=False)
     out = tmp_path / "o"
     assert main(["rd", str(src), "--pipelines", "bicubic,vsr", "--down-model", str(tmp_path / "pair-down"),

@@ -20,7 +20,8 @@ DOWNSAMPLER = "downsampler"
 
 __all__ = ["CheckpointError", "CheckpointInfo", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig", "PRESETS",
            "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "find_by_hash", "load_downsampler",
-           "load_upsampler", "resolve_weights", "save_downsampler", "save_upsampler", "shipped_models", "read_info"]
+           "load_upsampler", "pair_names", "paired_upsampler", "resolve_weights", "save_downsampler",
+           "save_upsampler", "shipped_models", "standalone_upsamplers", "read_info"]
 
 
 def shipped_models(kind: str = UPSAMPLER) -> list[str]:
@@ -33,6 +34,32 @@ def shipped_models(kind: str = UPSAMPLER) -> list[str]:
         except CheckpointError:
             continue
     return names
+
+
+def pair_names(pair: str, *, scale: int = 2) -> tuple[str, str]:
+    """Weight names of a shipped down/upsampler pair: ``"codec-default"`` ->
+    ``("x2-codec-default-down", "x2-codec-default-up")`` (the naming joint training's files follow)."""
+    return f"x{scale}-{pair}-down", f"x{scale}-{pair}-up"
+
+
+def paired_upsampler(down_model: str | Path) -> str | None:
+    """The upsampler trained with a downsampler, by that naming: ``…-down`` pairs with ``…-up``
+    (a shipped name, or a weights file beside the downsampler's)."""
+    text = str(down_model)
+    if not text.endswith("-down"):
+        return None
+    up = text[: -len("-down")] + "-up"
+    try:
+        resolve_weights(up)
+        return up
+    except CheckpointError:
+        return None
+
+
+def standalone_upsamplers() -> list[str]:
+    """Shipped upsamplers that were not trained for one particular downsampler."""
+    paired = {paired_upsampler(d) for d in shipped_models(DOWNSAMPLER)}
+    return [n for n in shipped_models() if n not in paired]
 
 
 def resolve_weights(model: str | Path, *, scale: int = 2) -> Path:
