@@ -65,6 +65,11 @@ def _upscale(up: Upsampler, lr: Planes, scale: int) -> Planes:
     return kernels.unpack_upscale(up(kernels.pack(*lr, bits=8, block=2)), *lr, bits=8, scale=scale)
 
 
+def channels_last(x: torch.Tensor, cfg) -> torch.Tensor:
+    """``x`` in the memory layout the networks train in (``--channels-last``)."""
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
 def _to_planes(frame: Frame, device: torch.device) -> Planes:
     return tuple(torch.from_numpy(p)[None].to(device) for p in frame.planes)
 
@@ -86,14 +91,17 @@ class SRTask:
                 raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
         else:
             net = Upsampler(cfg.architecture())
-        self.model = net.to(device).train()
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = net.to(device, memory_format=layout).train()
 
     def describe(self) -> str:
-        return f"{self.cfg.model} x{self.cfg.scale} upsampler"
+        c = self.cfg
+        seen = "bicubic" if c.degradation == "bicubic" else f"{c.degradation} {c.degrade_preset} CRF {c.degrade_crf}"
+        return f"{c.model} x{c.scale} upsampler on {seen} inputs"
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         with autocast:
-            residual = model(kernels.pack(*lr, bits=8, block=2))
+            residual = model(channels_last(kernels.pack(*lr, bits=8, block=2), self.cfg))
         pred = kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
         return yuv_l1(pred, hr, bits=8, luma_weight=self.cfg.luma_weight)
 
@@ -132,19 +140,19 @@ class JointModel(nn.Module):
     """
 
     def __init__(self, down: Downsampler, up: Upsampler, proxy: ProxyConfig, generator: torch.Generator,
-                 autocast: Callable[[], AbstractContextManager]) -> None:
+                 autocast: Callable[[], AbstractContextManager], cfg) -> None:
         super().__init__()
         self.down, self.up = down, up
-        self.proxy, self.generator, self.autocast = proxy, generator, autocast
+        self.proxy, self.generator, self.autocast, self.cfg = proxy, generator, autocast, cfg
 
     def forward(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[Planes, torch.Tensor, str]:
         with self.autocast():
-            res_down = self.down(kernels.pack(y, u, v, bits=8, block=4))
+            res_down = self.down(channels_last(kernels.pack(y, u, v, bits=8, block=4), self.cfg))
         lr = kernels.downscale_planes_float(res_down.float(), y, u, v, bits=8)
         lr = tuple(quantize_st(p, 8) for p in lr)
         lr, applied = apply_proxy(lr, self.proxy, self.generator)
         with self.autocast():
-            res_up = self.up(kernels.pack_float(*lr, bits=8, block=2))
+            res_up = self.up(channels_last(kernels.pack_float(*lr, bits=8, block=2), self.cfg))
         sr = kernels.upscale_planes_float(res_up.float(), *lr, bits=8, scale=self.up.scale)
         return sr, res_down.float(), applied
 
@@ -174,7 +182,8 @@ class JointTask:
         proxy = ProxyConfig(noise=cfg.proxy_noise, codec=cfg.proxy_codec, codec_fraction=cfg.proxy_codec_fraction,
                             quality=(lo, hi))
         self.init_up = init_up
-        self.model = JointModel(down, up, proxy, generator, autocast).to(device).train()
+        layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = JointModel(down, up, proxy, generator, autocast, cfg).to(device, memory_format=layout).train()
         self.baseline: list[float] | None = None
 
     def describe(self) -> str:

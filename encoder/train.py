@@ -20,6 +20,7 @@ import argparse
 import copy
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -41,10 +42,12 @@ import kernels
 from vsr_plugin.atomic import atomic_output, write_bytes_atomic
 from vsr_plugin.models import DOWN_PRESETS, PRESETS
 
+from .codec_data import DegradeSpec, codec_pairs
 from .data import CropSampler, list_images, load_pairs, split_validation
 from .tasks import JointTask, SRTask
 
 MODES = ("sr", "joint")
+DEGRADATIONS = ("bicubic", "x264", "x265")
 AMP = ("auto", "none", "bf16", "fp16")
 
 
@@ -56,7 +59,14 @@ class TrainConfig:
     model: str = "default"           # upsampler architecture preset: fast | default
     scale: int = 2
     attention: bool = False          # add the pooled self-attention block to the preset
-    data: str = "../shared/data/train"
+    data: str = "../shared/data/train"  # image folder(s), comma-separated
+    exclude: str = ""                # file stems kept out of training and validation (comma-separated),
+                                     # e.g. the photos a benchmark clip is made of
+    degradation: str = "bicubic"     # sr: what the upsampler's input went through: bicubic (the clean SR
+                                     # protocol) | x264 | x265 (the product's base layer: codec_data.py)
+    degrade_crf: str = "12,38"       # sr with a codec: CRF range drawn per sequence
+    degrade_preset: str = "medium"   # sr with a codec: encoder preset
+    cache: str = "runs/cache"        # sr with a codec: where the coded sequences are cached
     val_count: int = 10              # images held out (every k-th file) for validation
     rescales: str = ""               # extra downscaled copies of each image, e.g. "0.8,0.6"
     out: str = "runs/sr"
@@ -89,6 +99,7 @@ class TrainConfig:
     down_lr_scale: float = 1.0       # joint: the downsampler's learning rate relative to --lr
     samples: int = 3                 # validation images written to TensorBoard per epoch
     threads: int = 0                 # torch CPU threads per process; 0 leaves torch's default
+    channels_last: bool = True       # NHWC activations and weights (faster convolutions on CPU and GPU)
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -111,6 +122,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.rescale_factors  # validates
         self.proxy_quality_range
+        if self.degradation not in DEGRADATIONS:
+            raise ValueError(f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")
+        if self.degradation != "bicubic":
+            if self.mode != "sr":
+                raise ValueError("--degradation applies to sr mode; joint training has its own codec proxy")
+            self.degrade_spec()
         if self.mode == "joint" and self.down_model not in DOWN_PRESETS:
             raise ValueError(f"down_model must be one of {', '.join(DOWN_PRESETS)}, got {self.down_model!r}")
         if self.mode == "joint" and self.crop % 8:
@@ -125,6 +142,15 @@ class TrainConfig:
         if lo > hi:
             raise ValueError(f"proxy_quality range {self.proxy_quality!r} is empty")
         return lo, hi
+
+    def degrade_spec(self) -> DegradeSpec:
+        """The coded-base-layer spec of ``--degradation x264|x265`` (training pairs)."""
+        try:
+            lo, hi = (int(x) for x in self.degrade_crf.split(","))
+        except ValueError:
+            raise ValueError(f"degrade_crf must be 'LOW,HIGH', got {self.degrade_crf!r}") from None
+        return DegradeSpec(codec=self.degradation, preset=self.degrade_preset, crf=(lo, hi),
+                           size=2 * self.crop, rescales=self.rescale_factors, seed=self.seed)
 
     @property
     def rescale_factors(self) -> tuple[float, ...]:
@@ -188,6 +214,16 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def training_images(cfg: TrainConfig) -> list[Path]:
+    """The images of every ``--data`` folder, less the ``--exclude`` stems (all of which must exist)."""
+    files = [f for root in cfg.data.split(",") if root.strip() for f in list_images(root.strip())]
+    excluded = {s.strip() for s in cfg.exclude.split(",") if s.strip()}
+    missing = excluded - {f.stem for f in files}
+    if missing:
+        raise ValueError(f"--exclude names images that are not in --data: {', '.join(sorted(missing))}")
+    return [f for f in files if f.stem not in excluded]
+
+
 # --- distributed context --------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -210,6 +246,12 @@ def setup_distributed(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if world > 1:
+        # Imported before the process group exists, on purpose: torch._dynamo (which DDP and the
+        # optimizers import on first use) keeps a reference to a process group that exists when it
+        # is first imported, so destroy_process_group could not end it. Its gloo threads then lived
+        # until interpreter exit, where freeing tensors from them needs the GIL, which aborts the
+        # process now and then ("terminate called without an active exception", seen on rank 1).
+        importlib.import_module("torch._dynamo")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
             torch.cuda.set_device(local)
@@ -344,10 +386,16 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
-    files = list_images(cfg.data)
-    train_files, val_files = split_validation(files, cfg.val_count)
-    pairs = load_pairs(train_files, cfg.scale, rescales=cfg.rescale_factors, min_side=cfg.crop)
-    val_pairs = load_pairs(val_files, cfg.scale)
+    train_files, val_files = split_validation(training_images(cfg), cfg.val_count)
+    if cfg.degradation == "bicubic":
+        pairs = load_pairs(train_files, cfg.scale, rescales=cfg.rescale_factors, min_side=cfg.crop)
+        val_pairs = load_pairs(val_files, cfg.scale)
+    else:
+        # every rank builds the same deterministic shards (atomic writes), then reads them
+        spec = cfg.degrade_spec()
+        pairs = codec_pairs(train_files, spec, cfg.cache, quiet=not ctx.main)
+        val_spec = dataclasses.replace(spec, rescales=(), seed=spec.seed + 1)
+        val_pairs = codec_pairs(val_files, val_spec, cfg.cache, quiet=not ctx.main)[::3]
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # each rank its own crops
     sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop, generator=gen)
     autocast, amp = _autocast(cfg, ctx.device)

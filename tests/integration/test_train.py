@@ -11,6 +11,7 @@ import torch
 from encoder.data import list_images, load_pairs, split_validation
 from encoder.tasks import SRTask
 from encoder.train import TrainConfig, config_from_args, main, train
+from tests.conftest import REPO
 from vsr_plugin.models import load_upsampler
 
 TINY = ["--model", "fast", "--crop", "32", "--batch", "4", "--val-count", "2", "--samples", "1",
@@ -47,14 +48,30 @@ def test_resume_continues_from_the_saved_step(image_dir, tmp_path, capsys):
         assert torch.allclose(a, b, atol=1e-6), k
 
 
+# Runs vsr-train, then reports the native threads still alive: the gloo threads must be gone once
+# training returns (left running into interpreter exit, they aborted a rank now and then).
+_THREADS_AT_EXIT = """
+import os, sys
+from encoder.train import main
+rc = main(sys.argv[1:])
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print(f"rank {os.environ['RANK']} threads after training: {names}", file=sys.stderr, flush=True)
+sys.exit(rc)
+"""
+
+
 def test_two_process_ddp_ends_with_identical_weights(image_dir, tmp_path):
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    script = tmp_path / "train_and_list_threads.py"
+    script.write_text(_THREADS_AT_EXIT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "encoder.train", *TINY, "--data", str(image_dir), "--out", str(out), "--steps", "6",
+           str(script), *TINY, "--data", str(image_dir), "--out", str(out), "--steps", "6",
            "--epoch-steps", "3", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = [line for line in proc.stderr.splitlines() if "threads after training" in line]
+    assert len(reports) == 2 and not any("gloo" in line for line in reports), reports
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 6
     assert len(summary["rank_digests"]) == 2 and len(set(summary["rank_digests"])) == 1
