@@ -91,13 +91,15 @@ class SRTask:
                 raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
         else:
             net = Upsampler(cfg.architecture())
+        if cfg.reparam:
+            net = Upsampler.reparameterised(net)
         layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = net.to(device, memory_format=layout).train()
 
     def describe(self) -> str:
         c = self.cfg
         seen = "bicubic" if c.degradation == "bicubic" else f"{c.degradation} {c.degrade_preset} CRF {c.degrade_crf}"
-        return f"{c.model} x{c.scale} upsampler on {seen} inputs"
+        return f"{c.model} x{c.scale} upsampler{' (re-parameterised blocks)' if c.reparam else ''} on {seen} inputs"
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         with autocast:
@@ -128,7 +130,7 @@ class SRTask:
         return {"val_psnr_y": metrics.psnr_from_mse(sums[0] / max(sums[1], 1.0))}
 
     def export(self, net: Upsampler, out: Path, training: dict) -> None:
-        save_upsampler(out / "best", net, training=training)
+        save_upsampler(out / "best", net.collapsed(), training=training)
 
 
 class JointModel(nn.Module):

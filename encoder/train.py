@@ -59,6 +59,7 @@ class TrainConfig:
     model: str = "default"           # upsampler architecture preset: fast | default
     scale: int = 2
     attention: bool = False          # add the pooled self-attention block to the preset
+    reparam: bool = False            # sr: train re-parameterisable blocks (collapsed to the plain preset on export)
     data: str = "../shared/data/train"  # image folder(s), comma-separated
     exclude: str = ""                # file stems kept out of training and validation (comma-separated),
                                      # e.g. the photos a benchmark clip is made of
@@ -122,6 +123,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.rescale_factors  # validates
         self.proxy_quality_range
+        if self.reparam and self.mode != "sr":
+            raise ValueError("--reparam applies to sr mode")
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")
         if self.degradation != "bicubic":

@@ -135,3 +135,35 @@ def test_checkpoint_refuses_tampered_weights_and_missing_sidecar(tmp_path):
 def test_unknown_model_name_lists_shipped():
     with pytest.raises(CheckpointError, match="not a shipped model"):
         load_upsampler("no-such-model")
+
+
+def test_reparameterised_block_equals_its_collapsed_conv():
+    from vsr_plugin.models.layers import RepConv3x3
+
+    torch.manual_seed(3)
+    for c_in, c_out in ((6, 16), (16, 16)):
+        block = RepConv3x3(c_in, c_out)
+        for p in block.parameters():  # every branch non-zero, biases included
+            torch.nn.init.normal_(p, std=0.2)
+        x = torch.randn(2, c_in, 9, 7)  # odd sizes: the border handling matters
+        fused = block.fuse()
+        assert fused.kernel_size == (3, 3) and fused.padding == (1, 1)
+        torch.testing.assert_close(fused(x), block(x), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(block.conv3(x), block(x))  # the other branches do contribute
+
+
+def test_reparameterised_upsampler_collapses_to_the_plain_network():
+    torch.manual_seed(4)
+    config = UpsamplerConfig(channels=16, blocks=2)
+    rep = Upsampler(config, reparam=True)
+    for p in rep.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    plain = rep.collapsed()
+    assert not plain.reparam and plain.config == config
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in Upsampler(config).parameters())
+    packed = kernels.pack(*random_planes(1, 15, 11, 8), bits=8)
+    torch.testing.assert_close(plain(packed), rep(packed), atol=1e-5, rtol=1e-5)
+    # and back: a trained plain network becomes an equal training form
+    again = Upsampler.reparameterised(plain)
+    assert again.reparam
+    torch.testing.assert_close(again(packed), plain(packed), atol=1e-5, rtol=1e-5)

@@ -74,3 +74,73 @@ class PooledSelfAttention(nn.Module):
         if o.shape[2:] != x.shape[2:]:
             o = F.interpolate(o, size=(h, w), mode="bilinear", align_corners=False)
         return x + self.gamma.to(x.dtype) * o
+
+
+class RepConv3x3(nn.Module):
+    """A 3x3 convolution trained as parallel linear branches and collapsed into one for inference.
+
+    Structural re-parameterisation (RepVGG, Ding et al. 2021; the expand-squeeze branch of ECBSR,
+    Zhang et al. 2021): more parameters and a better-conditioned optimisation while training, the
+    cost of one plain 3x3 convolution after :meth:`fuse`::
+
+        x --conv3x3-------------------------+
+        x --conv1x1-------------------------+--> sum
+        x --conv1x1 (C -> E) --conv3x3------+        (E = expand x C_out)
+        x --identity (C_in == C_out only)---+
+
+    Every branch is linear, so their sum is one 3x3 convolution with zero padding. The
+    expand-squeeze branch pads its 1x1 output with that conv's bias rather than zeros, which is
+    what a 1x1 convolution of the zero-padded input gives, so the collapse is exact at the borders.
+
+    Args:
+        c_in, c_out: channels.
+        expand: width factor of the expand-squeeze branch.
+    """
+
+    def __init__(self, c_in: int, c_out: int, expand: int = 2) -> None:
+        super().__init__()
+        self.c_in, self.c_out = c_in, c_out
+        self.conv3 = conv3x3(c_in, c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 1)
+        self.expand = nn.Conv2d(c_in, expand * c_out, 1)
+        self.squeeze = nn.Conv2d(expand * c_out, c_out, 3)
+        for m in (self.conv1, self.squeeze):  # start as the plain 3x3 branch alone
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        self.identity = c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.expand(x)
+        bias = self.expand.bias.to(e.dtype).view(1, -1, 1, 1)
+        e = F.pad(e - bias, (1, 1, 1, 1)) + bias  # pad with the bias: the value a padded input gives
+        out = self.conv3(x) + self.conv1(x) + self.squeeze(e)
+        return out + x if self.identity else out
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Conv2d:
+        """The single 3x3 convolution equal to this block (float32 weights)."""
+        w = self.conv3.weight.float().clone()
+        b = self.conv3.bias.float().clone()
+        w[:, :, 1, 1] += self.conv1.weight.float()[:, :, 0, 0]
+        b += self.conv1.bias.float()
+        w1 = self.expand.weight.float()[:, :, 0, 0]           # (E, C_in)
+        w3 = self.squeeze.weight.float()                      # (C_out, E, 3, 3)
+        w += torch.einsum("oekl,ei->oikl", w3, w1)
+        b += self.squeeze.bias.float() + torch.einsum("oekl,e->o", w3, self.expand.bias.float())
+        if self.identity:
+            w[torch.arange(self.c_out), torch.arange(self.c_in), 1, 1] += 1.0
+        conv = conv3x3(self.c_in, self.c_out).to(w.device)
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+        return conv
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, expand: int = 2) -> "RepConv3x3":
+        """A block equal to ``conv`` (a trained plain 3x3 layer), ready to train further."""
+        block = cls(conv.in_channels, conv.out_channels, expand)
+        with torch.no_grad():
+            block.conv3.weight.copy_(conv.weight)
+            block.conv3.bias.copy_(conv.bias)
+            if block.identity:
+                block.conv3.weight[torch.arange(block.c_out), torch.arange(block.c_in), 1, 1] -= 1.0
+        return block.to(conv.weight.device)

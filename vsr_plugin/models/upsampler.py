@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import ConfigDict, PooledSelfAttention, conv3x3
+from .layers import ConfigDict, PooledSelfAttention, RepConv3x3, conv3x3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,17 +58,22 @@ class Upsampler(nn.Module):
 
     The tail starts at zero, so an untrained network returns the bilinear base exactly.
     No batch norm: the network is fully convolutional and any frame size works.
+
+    ``reparam=True`` builds the training form: head and body convolutions are
+    :class:`RepConv3x3` blocks, and :meth:`collapsed` returns the plain network they equal (what
+    is shipped and run), so the inference cost is that of the plain stack.
     """
 
-    def __init__(self, config: UpsamplerConfig) -> None:
+    def __init__(self, config: UpsamplerConfig, *, reparam: bool = False) -> None:
         super().__init__()
         self.config = config
         c = config.channels
-        layers: list[nn.Module] = [conv3x3(6, c), nn.ReLU(inplace=True)]
+        conv = RepConv3x3 if reparam else conv3x3
+        layers: list[nn.Module] = [conv(6, c), nn.ReLU(inplace=True)]
         for i in range(config.blocks):
             if config.attention and i == config.blocks // 2:
                 layers.append(PooledSelfAttention(c, config.attention_pool))
-            layers += [conv3x3(c, c), nn.ReLU(inplace=True)]
+            layers += [conv(c, c), nn.ReLU(inplace=True)]
         if config.attention and config.blocks == 0:
             layers.append(PooledSelfAttention(c, config.attention_pool))
         self.body = nn.Sequential(*layers)
@@ -86,6 +91,39 @@ class Upsampler(nn.Module):
         if self.config.attention:
             return None
         return self.config.blocks + 2
+
+    @property
+    def reparam(self) -> bool:
+        return any(isinstance(m, RepConv3x3) for m in self.body)
+
+    def collapsed(self) -> Upsampler:
+        """The plain network equal to this one (itself when it has no re-parameterised blocks)."""
+        if not self.reparam:
+            return self
+        plain = Upsampler(self.config).to(self.tail.weight.device)
+        with torch.no_grad():
+            for mine, theirs in zip(self.body, plain.body):
+                if isinstance(mine, RepConv3x3):
+                    fused = mine.fuse()
+                    theirs.weight.copy_(fused.weight)
+                    theirs.bias.copy_(fused.bias)
+                elif list(mine.parameters()):
+                    theirs.load_state_dict(mine.state_dict())
+            plain.tail.load_state_dict(self.tail.state_dict())
+        return plain.train(self.training)
+
+    @classmethod
+    def reparameterised(cls, plain: Upsampler) -> Upsampler:
+        """The training form of a plain network, equal to it (to continue training with more capacity)."""
+        rep = cls(plain.config, reparam=True).to(plain.tail.weight.device)
+        with torch.no_grad():
+            for k, (theirs, mine) in enumerate(zip(plain.body, rep.body)):
+                if isinstance(mine, RepConv3x3):
+                    rep.body[k] = RepConv3x3.from_conv(theirs)
+                elif list(mine.parameters()):
+                    mine.load_state_dict(theirs.state_dict())
+            rep.tail.load_state_dict(plain.tail.state_dict())
+        return rep.train(plain.training)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         """``(N, 6, h, w)`` packed input -> ``(N, 6 s^2, h, w)`` residual, same dtype."""
