@@ -67,6 +67,7 @@ class TrainConfig:
                                      # protocol) | x264 | x265 (the product's base layer: codec_data.py)
     degrade_crf: str = "12,38"       # sr with a codec: CRF range drawn per sequence
     degrade_preset: str = "medium"   # sr with a codec: encoder preset
+    degrade_window: int = 0          # sr with a codec: HR window edge of the coded sequences; 0: 2 x crop
     cache: str = "runs/cache"        # sr with a codec: where the coded sequences are cached
     val_count: int = 10              # images held out (every k-th file) for validation
     rescales: str = ""               # extra downscaled copies of each image, e.g. "0.8,0.6"
@@ -130,7 +131,8 @@ class TrainConfig:
         if self.degradation != "bicubic":
             if self.mode != "sr":
                 raise ValueError("--degradation applies to sr mode; joint training has its own codec proxy")
-            self.degrade_spec()
+            if self.degrade_spec().size < self.crop:
+                raise ValueError(f"degrade_window {self.degrade_window} is smaller than the crop {self.crop}")
         if self.mode == "joint" and self.down_model not in DOWN_PRESETS:
             raise ValueError(f"down_model must be one of {', '.join(DOWN_PRESETS)}, got {self.down_model!r}")
         if self.mode == "joint" and self.crop % 8:
@@ -153,7 +155,8 @@ class TrainConfig:
         except ValueError:
             raise ValueError(f"degrade_crf must be 'LOW,HIGH', got {self.degrade_crf!r}") from None
         return DegradeSpec(codec=self.degradation, preset=self.degrade_preset, crf=(lo, hi),
-                           size=2 * self.crop, rescales=self.rescale_factors, seed=self.seed)
+                           size=self.degrade_window or 2 * self.crop, rescales=self.rescale_factors,
+                           seed=self.seed)
 
     @property
     def rescale_factors(self) -> tuple[float, ...]:

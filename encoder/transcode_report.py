@@ -72,6 +72,19 @@ def _match_native_crf(runner: LadderRunner, base_path: Path, target_kbps: float,
     return best[0], probes
 
 
+def report_verdict(v: dict, n: dict) -> str:
+    """One sentence: which side wins at this rate (vsr or the native encode), and by how much."""
+    dp, dv = v["psnr_y"] - n["psnr_y"], v["vmaf"] - n["vmaf"]
+    if dp > 0 and dv > 0:
+        head = "vsr wins on both"
+    elif dp <= 0 and dv <= 0:
+        head = "the native full-resolution encode wins on both"
+    else:
+        head = f"mixed: vsr wins on {'VMAF' if dv > 0 else 'PSNR-Y'}, native on {'PSNR-Y' if dv > 0 else 'VMAF'}"
+    return (f"Verdict: {head} — vsr {dp:+.2f} dB PSNR-Y, {dv:+.2f} VMAF against the native encode at "
+            f"{v['kbps']:.0f} vs {n['kbps']:.0f} kbps.")
+
+
 def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[str, dict]:
     """Measure the round trip and its competitors on ``path``; returns (Markdown, data)."""
 
@@ -112,9 +125,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         p = points[name]
         setting = f"CRF {p['crf']:g}" if p["crf"] is not None else f"target {p['target_bitrate'] / 1000:g} kbps"
         rows.append([label, setting, f"{p['kbps']:.1f}", f"{p['psnr_y']:.2f}", f"{p['ssim_y']:.4f}", f"{p['vmaf']:.2f}"])
-    v, n = points["vsr"], points["native"]
-    verdict = (f"At {v['kbps']:.0f} vs {n['kbps']:.0f} kbps: vsr {v['psnr_y'] - n['psnr_y']:+.2f} dB PSNR-Y, "
-               f"{v['vmaf'] - n['vmaf']:+.2f} VMAF against the native encode.")
+    verdict = report_verdict(points["vsr"], points["native"])
     md = (f"vsr-transcode --report {path}: {clip.width}x{clip.height}, {len(clip.frames)} frames, "
           f"{opts.codec} preset {preset}\n\n"
           + markdown_table(["pipeline", "setting", "kbps", "PSNR-Y", "SSIM-Y", "VMAF"], rows) + "\n" + verdict + "\n")

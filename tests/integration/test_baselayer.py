@@ -144,3 +144,17 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
     for p in (v, n, data["points"]["bicubic"]):
         assert 10 < p["psnr_y"] < 60 and 0 < p["ssim_y"] <= 1 and 0 <= p["vmaf"] <= 100
     assert [q.name for q in tmp_path.iterdir()] and not any(q.suffix == ".mkv" for q in tmp_path.iterdir())
+    dp, dv = v["psnr_y"] - n["psnr_y"], v["vmaf"] - n["vmaf"]
+    verdict = next(line for line in table.splitlines() if line.startswith("Verdict: "))
+    assert f"vsr {dp:+.2f} dB PSNR-Y, {dv:+.2f} VMAF" in verdict
+
+
+@pytest.mark.parametrize("dp,dv,head", [(0.5, 2.0, "vsr wins on both"), (-0.5, -2.0, "native full-resolution encode wins"),
+                                        (-0.5, 2.0, "mixed: vsr wins on VMAF, native on PSNR-Y"),
+                                        (0.5, -2.0, "mixed: vsr wins on PSNR-Y, native on VMAF")])
+def test_report_verdict_names_the_winner(dp, dv, head):
+    from encoder.transcode_report import report_verdict
+
+    native = {"psnr_y": 30.0, "vmaf": 80.0, "kbps": 500.0}
+    text = report_verdict({"psnr_y": 30.0 + dp, "vmaf": 80.0 + dv, "kbps": 498.0}, native)
+    assert head in text and f"{dp:+.2f} dB PSNR-Y, {dv:+.2f} VMAF" in text and "498 vs 500 kbps" in text
