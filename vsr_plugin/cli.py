@@ -6,12 +6,13 @@
     vsr-transcode pipe --upscale | --downscale       yuv4mpegpipe stdin -> stdout
 
 Errors are one line on stderr with a non-zero exit (2: bad input or usage, 1: failure while
-running, 130: interrupted); no partial output file is ever left behind.
+running, 130: Ctrl-C, 143/129: SIGTERM/SIGHUP); no partial output file is ever left behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -243,14 +244,70 @@ def run_pipe(argv: list[str]) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that the same clean-up as Ctrl-C runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
+def _catch_termination() -> list[tuple[int, object]]:
+    """Route SIGTERM and SIGHUP through :class:`Terminated` (main thread only); the old handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    old = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:  # leave a caller's own handler (or SIG_IGN) alone
+            old.append((sig, signal.signal(sig, _raise_terminated)))
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    pipe = bool(argv) and argv[0] == "pipe"
+    old_handlers = _catch_termination()
+    code = EXIT_FAILURE
+    try:
+        code = _main(argv, pipe)
+    except KeyboardInterrupt:
+        print(f"vsr-transcode: interrupted; {_what_was_written(pipe)}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except Terminated as t:
+        print(f"vsr-transcode: stopped by {signal.Signals(t.signum).name}; {_what_was_written(pipe)}", file=sys.stderr)
+        code = 128 + t.signum
+    finally:
+        for sig, handler in old_handlers:
+            signal.signal(sig, handler)
+    from .pipeline import stages_alive
+
+    if code >= 128 and stages_alive():
+        # a stage still blocked (e.g. in a read from stdin): end now rather than at interpreter exit
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _what_was_written(pipe: bool) -> str:
+    return "the output stream ends early" if pipe else "no output written"
+
+
+def _main(argv: list[str], pipe: bool) -> int:
     from .baselayer import BaseLayerError
     from .media import MediaError
     from .models import CheckpointError
 
     try:
-        if argv and argv[0] == "pipe":
+        if pipe:
             return run_pipe(argv[1:])
         return run_transcode(argv)
     except (MediaError, CheckpointError, BaseLayerError, ValueError, FileExistsError, FileNotFoundError) as e:
@@ -259,9 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         print("vsr-transcode: error: output pipe closed by the reader", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("vsr-transcode: interrupted; no output written", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except (RuntimeError, OSError) as e:
         print(f"vsr-transcode: error: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -487,7 +487,8 @@ class Y4MOutput(_Output):
         cc = self.stream.codec_context
         cc.width, cc.height = info.width, info.height
         cc.pix_fmt = "yuv420p" if info.bits == 8 else "yuv420p10le"
-        cc.time_base = info.time_base
+        # y4m states its frame rate as the inverse of the stream time base: one tick per frame
+        cc.time_base = self.stream.time_base = 1 / Fraction(info.rate)
         if info.sample_aspect_ratio:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
         apply_colorimetry(cc, info.colorimetry)

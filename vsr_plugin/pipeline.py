@@ -41,6 +41,30 @@ class StageStats:
         return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
 
 
+# How long an interrupted run waits for its stages to notice the stop (a stage blocked in a read
+# from a pipe that never delivers does not; the caller then ends the process without joining it).
+STOP_GRACE_S = 5.0
+
+
+def join_stopped(threads: list[threading.Thread], grace_s: float = STOP_GRACE_S) -> None:
+    """Join stopping threads for up to ``grace_s``, a second Ctrl-C or signal included: a thread
+    left running into interpreter exit can abort the process (see :func:`stages_alive`)."""
+    deadline = time.monotonic() + grace_s
+    for t in threads:
+        while t.is_alive() and time.monotonic() < deadline:
+            try:
+                t.join(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+            except BaseException:  # noqa: BLE001 - a repeated interrupt: keep joining until the deadline
+                continue
+
+
+def stages_alive() -> bool:
+    """Whether a pipeline stage thread is still running. At interpreter exit a thread inside torch
+    or libav that needs the GIL is ended from under its C++ frames, which aborts the process
+    ("terminate called without an active exception"), so the CLI then exits at once instead."""
+    return any(t.name.startswith("vsr-") and t.is_alive() for t in threading.enumerate())
+
+
 class Pipeline:
     """Run ``source`` -> ``process`` (batches of frames) -> ``sink`` concurrently.
 
@@ -150,9 +174,9 @@ class Pipeline:
         threads = [threading.Thread(target=self._guard(f), name=f"vsr-{f.__name__.strip('_')}", daemon=True)
                    for f in (self._decode, self._network, self._encode)]
         start = time.perf_counter()
-        for t in threads:
-            t.start()
         try:
+            for t in threads:
+                t.start()
             last = start
             while any(t.is_alive() for t in threads):
                 threads[-1].join(_POLL_S)
@@ -163,8 +187,7 @@ class Pipeline:
                     last = now
         except BaseException:
             self.stop.set()
-            for t in threads:
-                t.join()
+            join_stopped(threads)
             raise
         finally:
             self.stats.wall_s = time.perf_counter() - start

@@ -18,11 +18,11 @@ from pathlib import Path
 from kernels import downscale_shapes
 
 from .atomic import atomic_output
-from .baselayer import (BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer, parse_tags,
-                        resolve_upsampler, tags_for)
+from .baselayer import (SUFFIX, BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer,
+                        parse_tags, resolve_upsampler, tags_for)
 from .engine import Downscaler, Upscaler
 from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput,
-                    Y4MOutput, stream_info)
+                    Y4MOutput, notice, stream_info)
 from .models import CheckpointInfo
 from .pipeline import Pipeline, StageStats
 from .progress import Progress
@@ -133,7 +133,14 @@ def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *
         job = plan(inp, first.frame)
         progress = Progress(inp.frame_count_estimate, enabled=show_progress)
         with atomic_output(dst, overwrite=overwrite) as tmp:
-            out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags)
+            if dst.suffix.lower() == ".y4m" and format is None:
+                # raw video: the frames go out uncompressed, through the same muxer as the pipe
+                if inp.copy_streams:
+                    notice(f"{dst.name}: y4m holds one video stream; {len(inp.copy_streams)} other stream(s) "
+                           "(audio, subtitles) not copied")
+                out = Y4MOutput(str(tmp), job.info)
+            else:
+                out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags)
             stats = _run(out, source, job.fn, job.batch, progress)
         return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (job.info.width, job.info.height),
                                stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine)
@@ -205,6 +212,8 @@ def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler 
     """Encoder side: learned 2x reduction + base codec -> ``.vsr.mkv`` (tags name the upsampler
     and the original size; audio and subtitles copied)."""
     dst = Path(dst) if dst else default_base_output(src)
+    if dst.suffix.lower() != ".mkv":
+        raise MediaError(f"a base layer is a Matroska file; name the output *{SUFFIX}, not {dst.name}")
 
     def tags(engine: Downscaler, h: int, w: int) -> BaseLayerTags:
         return tags_for(up_info, engine.info, scale=2, width=w, height=h)

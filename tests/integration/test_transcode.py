@@ -71,6 +71,33 @@ def _one_error_line(capsys, needle: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("vsr-transcode: error:") and needle in lines[0], lines
 
 
+def test_y4m_file_output_upscale_and_restore(tmp_path, tiny_model, tiny_pair, capsys):
+    """-o X.y4m writes raw yuv4mpeg at the input's frame rate (video only, said once)."""
+    from vsr_plugin.engine import Upscaler
+    from vsr_plugin.media import VideoInput
+
+    src = make_clip(tmp_path / "in.mp4", size=(66, 50), frames=7, audio=True)
+    out = tmp_path / "up.y4m"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+    assert out.read_bytes().startswith(b"YUV4MPEG2 W132 H100 F25:1 ")
+    assert "y4m holds one video stream; 1 other stream(s)" in capsys.readouterr().err
+    with VideoInput(str(src)) as inp:
+        want = Upscaler(tiny_model, device="cpu").upscale_frames([t.frame for t in inp.items() if hasattr(t, "frame")])
+    with VideoInput(str(out)) as got:
+        frames = [t.frame for t in got.items() if hasattr(t, "frame")]
+    assert len(frames) == 7 and all(np.array_equal(a.y, b.y) and np.array_equal(a.v, b.v) for a, b in zip(frames, want))
+    # the decoder side restores into y4m too, at the original size
+    down, up, _ = tiny_pair
+    base = tmp_path / "in.vsr.mkv"
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    restored = tmp_path / "restored.y4m"
+    assert main([str(base), "-o", str(restored), "--weights-dir", str(Path(up).parent), "-q"]) == 0
+    assert restored.read_bytes().startswith(b"YUV4MPEG2 W66 H50 F25:1 ")
+    assert main([str(src), "-o", str(tmp_path / "b.y4m"), "--down-model", down, "--up-model", up, "-q"]) == 2
+    assert "a base layer is a Matroska file; name the output *.vsr.mkv, not b.y4m" in capsys.readouterr().err
+    _no_leftovers(tmp_path, {"in.mp4", "up.y4m", "in.vsr.mkv", "restored.y4m"})
+
+
 def test_missing_file(tmp_path, capsys):
     assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
     _one_error_line(capsys, "no such file")
@@ -139,24 +166,45 @@ def test_truncated_mkv_keeps_decodable_frames(tmp_path, tiny_model, capsys):
     assert f"the {n} frames that decoded" in capsys.readouterr().err
 
 
-def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, tiny_model):
-    src = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=250, audio=True)
-    out = tmp_path / "out.mkv"
+def _start(args, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # a shell that started us in the background may have set SIGINT to "ignore", which children
     # inherit; a user's Ctrl-C arrives with the default disposition, so restore it
-    proc = subprocess.Popen(CLI + ["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--batch", "1"],
-                            stderr=subprocess.PIPE, text=True, env=env,
+    return subprocess.Popen(CLI + args, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    # wait for the first progress line, i.e. frames are flowing and the partial output exists
+
+
+@pytest.mark.parametrize("sig,code,message", [(signal.SIGINT, 130, "interrupted; no output written"),
+                                              (signal.SIGTERM, 143, "stopped by SIGTERM; no output written"),
+                                              (signal.SIGHUP, 129, "stopped by SIGHUP; no output written")])
+def test_signals_exit_with_their_code_and_leave_nothing(tmp_path, tiny_model, sig, code, message):
+    src = make_clip(tmp_path / "in.mp4", size=(320, 240), frames=250, audio=True)
+    proc = _start(["--upscale", str(src), "-o", str(tmp_path / "out.mkv"), "--model", tiny_model, "--batch", "1"],
+                  tmp_path)
+    # wait until frames are flowing and the partial output exists
     deadline = time.time() + 120
     while time.time() < deadline:
         if any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
             break
         time.sleep(0.05)
     time.sleep(0.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"vsr-transcode: {message}" and "Traceback" not in err
+    assert "terminate called" not in err
+    _no_leftovers(tmp_path, {"in.mp4"})
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path, tiny_model):
+    """Ctrl-C while torch is still being imported: the same single line and exit 130."""
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=5, audio=False)
+    proc = _start(["--upscale", str(src), "-o", str(tmp_path / "out.mkv"), "--model", tiny_model], tmp_path)
+    time.sleep(0.4)  # the interpreter is up, the heavy imports are not done
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 130, err
-    assert "interrupted; no output written" in err and "Traceback" not in err
+    assert err.strip().splitlines() == ["vsr-transcode: interrupted; no output written"], err
     _no_leftovers(tmp_path, {"in.mp4"})
