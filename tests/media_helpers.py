@@ -69,3 +69,21 @@ def read_back(path: Path) -> dict:
 def rate_of(path: Path) -> Fraction:
     with av.open(str(path)) as c:
         return c.streams.video[0].average_rate
+
+
+def damage_packet(src: Path, dst: Path, index: int, first_bytes: bytes = b"\x00\x00\x10\x00") -> None:
+    """Re-mux ``src`` into ``dst`` with video packet ``index``'s first bytes replaced (for H.264 in
+    mp4/mkv: a NAL length that points past the packet, so that packet fails to decode)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        for k, packet in enumerate(p for p in inp.demux(vin) if p.size):
+            if k == index:
+                data = bytearray(bytes(packet))
+                data[: len(first_bytes)] = first_bytes
+                damaged = av.Packet(bytes(data))
+                damaged.pts, damaged.dts, damaged.time_base = packet.pts, packet.dts, packet.time_base
+                damaged.is_keyframe = packet.is_keyframe
+                packet = damaged
+            packet.stream = vout
+            out.mux(packet)

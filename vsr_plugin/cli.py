@@ -121,6 +121,9 @@ def _size(path: str) -> str:
 
 
 def _warn_truncated(result) -> None:
+    if result.damaged_packets:
+        print(f"vsr-transcode: warning: {result.damaged_packets} damaged video packet(s) skipped "
+              f"({result.damage_reason}); decoding went on, output holds {result.frames} frames", file=sys.stderr)
     if result.truncated:
         print(f"vsr-transcode: warning: input is truncated or damaged ({result.truncation_reason}); "
               f"output holds the {result.frames} frames that decoded", file=sys.stderr)

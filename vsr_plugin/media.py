@@ -163,13 +163,36 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
+class _BestEffortPts:
+    """Frame timestamps as ffmpeg guesses them (libavcodec's ``guess_correct_pts``): the frame's
+    pts, unless pts has gone backwards more often than the packet dts has. A raw H.264 stream
+    remuxed into mp4 with B-frames carries pts in decode order; its dts are the usable clock."""
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = None
+
+    def pts(self, frame: av.VideoFrame) -> int | None:
+        pts, dts = frame.pts, frame.dts
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
 class VideoInput:
     """An opened input with one video stream (the first), decoded to 4:2:0 :class:`Frame` values.
 
     ``path`` is a file or :data:`PIPE_IN` (stdin, read as yuv4mpegpipe). Raises
     :class:`MediaError` for a missing file, a file that is not media, or no video stream. After
     iteration, ``truncated`` says whether decoding stopped at corrupt or missing data (for y4m: an
-    incomplete last frame) and ``truncation_reason`` says how.
+    incomplete last frame) and ``truncation_reason`` says how; ``damaged_packets`` counts the
+    video packets that failed to decode and were skipped (decoding goes on after them, as ffmpeg's does).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -203,6 +226,8 @@ class VideoInput:
         self.truncated = False
         self.truncation_reason = ""
         self.frames_decoded = 0
+        self.damaged_packets = 0
+        self.damage_reason = ""
         self.bits: int | None = None
         self.colorimetry: Colorimetry | None = None
         self.rotation_matrix: list[int] | None = None
@@ -266,22 +291,40 @@ class VideoInput:
         streams = [self.stream] + self.copy_streams
         last_pts = None
         step = max(1, int(round(1 / (self.rate * self.time_base)))) if self.rate else 1
-        try:
-            for packet in self.container.demux(streams):
-                if packet.stream.index != self.stream.index:
-                    if packet.dts is not None:
-                        yield packet
-                    continue
-                for frame in packet.decode():
-                    pts = frame.pts if frame.pts is not None else (0 if last_pts is None else last_pts + step)
-                    last_pts = pts
-                    yield TimedFrame(self._to_frame(frame), pts, self.time_base, self.frames_decoded)
-                    self.frames_decoded += 1
-        except (av.error.FFmpegError, EOFError) as e:
-            if self.frames_decoded == 0:
-                raise MediaError(f"cannot decode {self.path}: {_reason(e)}") from None
-            self.truncated = True
-            self.truncation_reason = _reason(e)
+        clock = _BestEffortPts()
+        demux = self.container.demux(streams)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except (av.error.FFmpegError, EOFError) as e:  # the file itself ends or cannot be read on
+                if self.frames_decoded == 0:
+                    raise MediaError(f"cannot decode {self.path}: {_reason(e)}") from None
+                self.truncated = True
+                self.truncation_reason = _reason(e)
+                break
+            if packet.stream.index != self.stream.index:
+                if packet.dts is not None:
+                    yield packet
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as e:  # one damaged packet: skip it and keep decoding
+                self.damaged_packets += 1
+                self.damage_reason = self.damage_reason or _reason(e)
+                continue
+            for frame in frames:
+                pts = clock.pts(frame)
+                if pts is None:
+                    pts = 0 if last_pts is None else last_pts + step
+                elif last_pts is not None and pts <= last_pts:  # never go back: the muxer refuses that
+                    pts = last_pts + step
+                last_pts = pts
+                yield TimedFrame(self._to_frame(frame), pts, self.time_base, self.frames_decoded)
+                self.frames_decoded += 1
+        if self.frames_decoded == 0 and self.damaged_packets:
+            raise MediaError(f"cannot decode {self.path}: {self.damage_reason}")
         if self.frames_decoded == 0:
             raise MediaError(f"no decodable video frames in {self.path}")
         if self.stream.frames and self.frames_decoded < self.stream.frames:

@@ -40,6 +40,8 @@ class TranscodeResult:
     truncated: bool
     truncation_reason: str
     engine: str
+    damaged_packets: int = 0  # video packets that failed to decode and were skipped
+    damage_reason: str = ""
 
     @property
     def fps(self) -> float:
@@ -143,7 +145,8 @@ def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *
                 out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags)
             stats = _run(out, source, job.fn, job.batch, progress)
         return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (job.info.width, job.info.height),
-                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine)
+                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine,
+                               inp.damaged_packets, inp.damage_reason)
 
 
 def _to_pipe(plan: Planner, *, show_progress: bool, mode: str) -> TranscodeResult:
@@ -157,7 +160,8 @@ def _to_pipe(plan: Planner, *, show_progress: bool, mode: str) -> TranscodeResul
         out = Y4MOutput(PIPE_OUT, job.info)
         stats = _run(out, source, job.fn, job.batch, Progress(None, enabled=show_progress))
         return TranscodeResult("stdin", "stdout", (inp.width, inp.height), (job.info.width, job.info.height),
-                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine)
+                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine,
+                               inp.damaged_packets, inp.damage_reason)
 
 
 def _built(engine):

@@ -7,10 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import ffmpeg
 import numpy as np
 import pytest
 
 from tests.media_helpers import make_clip, read_back
+from vsr_plugin.ffmpeg_tools import run
 from vsr_plugin.cli import main
 
 CLI = [sys.executable, "-m", "vsr_plugin.cli"]
@@ -96,6 +99,39 @@ def test_y4m_file_output_upscale_and_restore(tmp_path, tiny_model, tiny_pair, ca
     assert main([str(src), "-o", str(tmp_path / "b.y4m"), "--down-model", down, "--up-model", up, "-q"]) == 2
     assert "a base layer is a Matroska file; name the output *.vsr.mkv, not b.y4m" in capsys.readouterr().err
     _no_leftovers(tmp_path, {"in.mp4", "up.y4m", "in.vsr.mkv", "restored.y4m"})
+
+
+def test_one_damaged_packet_loses_only_its_own_frames(tmp_path, tiny_model, capsys):
+    """A broken NAL length in packet 30 of 300: decoding goes on after it, as ffmpeg's does."""
+    from tests.media_helpers import damage_packet
+
+    clean = tmp_path / "clean.mkv"
+    run(ffmpeg.input("testsrc2=size=96x64:rate=25", f="lavfi", t=12).output(
+        str(clean), vcodec="libx264", g=25, bf=0, preset="veryfast"))
+    src = tmp_path / "g25.mkv"
+    damage_packet(clean, src, 30)
+    out = tmp_path / "up.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+    frames = read_back(out)["frames"]
+    assert 275 <= frames <= 299, frames  # at most the rest of that GOP is lost, not the rest of the file
+    err = capsys.readouterr().err
+    assert "damaged video packet(s) skipped" in err and f"output holds {frames} frames" in err
+    clean.unlink()
+    _no_leftovers(tmp_path, {"g25.mkv", "up.mkv"})
+
+
+def test_raw_h264_remuxed_with_b_frames_plays(tmp_path, tiny_model):
+    """mp4 from a raw H.264 stream with B-frames has pts in decode order; dts is the usable clock."""
+    raw = tmp_path / "raw.264"
+    run(ffmpeg.input("testsrc2=size=96x64:rate=25", f="lavfi", t=1).output(str(raw), vcodec="libx264", f="h264"))
+    src = tmp_path / "remux.mp4"
+    run(ffmpeg.input(str(raw), f="h264", framerate=25).output(str(src), c="copy"))
+    out = tmp_path / "up.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+    back = read_back(out)
+    with av.open(str(src)) as c:  # what ffmpeg's decoder gives for this file
+        expected = sum(1 for _ in c.decode(video=0))
+    assert back["frames"] == expected and back["times"] == sorted(back["times"])
 
 
 def test_missing_file(tmp_path, capsys):
