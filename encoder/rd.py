@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsr_plugin.media import EncodeOptions, MediaError, VideoInput
+from vsr_plugin.media import CRF_RANGE, EncodeOptions, MediaError, VideoInput
 from vsr_plugin.models import paired_upsampler, shipped_models
 from vsr_plugin.yuv import Frame
 
@@ -67,7 +67,6 @@ DEFAULT_LADDERS = {
     "libx265": {"full": (24, 28, 32, 36, 40, 44), "half": (13, 17, 21, 25, 29, 33)},
     "libsvtav1": {"full": (33, 39, 45, 51, 57, 63), "half": (13, 21, 29, 37, 45, 53)},
 }
-CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (1, 63)}
 DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 
 

@@ -15,9 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vsr_plugin.media import DEFAULT_CRF, EncodeOptions
+from vsr_plugin.media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
 
-from .rd import CRF_RANGE, DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
+from .rd import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
 from .report import markdown_table
 from .video import read_clip, remove
 

@@ -25,6 +25,10 @@ CODECS = ("libx264", "libx265", "libsvtav1", "ffv1")
 EVEN_ONLY = ("libx264", "libx265")  # H.264/HEVC cannot code odd 4:2:0 sizes (cropping is in 2-pixel units)
 PIX_FMTS = {"yuv420p": 8, "yuv420p10le": 10}
 DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libsvtav1": 30}  # ffv1 is lossless
+CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (1, 63)}
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                 "placebo")
+PRESETS = {"libx264": _X26X_PRESETS, "libx265": _X26X_PRESETS, "libsvtav1": tuple(str(p) for p in range(-1, 14))}
 PIPE_IN, PIPE_OUT = "pipe:0", "pipe:1"
 
 
@@ -406,6 +410,17 @@ class EncodeOptions:
             raise ValueError(f"bitrate must be positive, got {self.bitrate}")
         if self.codec == "ffv1" and (self.crf is not None or self.bitrate is not None):
             raise ValueError("ffv1 is lossless: it takes neither crf nor bitrate")
+        if self.crf is not None:
+            lo, hi = CRF_RANGE[self.codec]
+            if not lo <= self.crf <= hi:
+                raise ValueError(f"{self.codec} takes a crf from {lo} to {hi}, got {self.crf:g}")
+        if self.preset is not None:
+            if self.codec == "ffv1":
+                raise ValueError("ffv1 has no presets")
+            if self.preset not in PRESETS[self.codec]:
+                names = PRESETS[self.codec]
+                shown = f"{names[0]}..{names[-1]}" if self.codec == "libsvtav1" else ", ".join(names)
+                raise ValueError(f"{self.codec} presets are {shown}, got {self.preset!r}")
 
     def codec_options(self) -> dict[str, str]:
         opts: dict[str, str] = {}

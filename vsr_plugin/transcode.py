@@ -62,6 +62,8 @@ def default_output(path: str | Path, scale: int) -> Path:
 
 
 def check_output(output: Path, *, overwrite: bool, input_path: str) -> None:
+    if output.is_dir():
+        raise MediaError(f"output is a directory: {output}; give a file name, e.g. {output / 'out.mkv'}")
     if not output.parent.is_dir():
         raise MediaError(f"output directory does not exist: {output.parent}")
     if output.exists() and not overwrite:

@@ -134,6 +134,35 @@ def test_raw_h264_remuxed_with_b_frames_plays(tmp_path, tiny_model):
     assert back["frames"] == expected and back["times"] == sorted(back["times"])
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--crf", "-5"], "libx264 takes a crf from 0 to 51, got -5"),
+    (["--crf", "99"], "libx264 takes a crf from 0 to 51, got 99"),
+    (["--crf", "99", "--codec", "libsvtav1"], "libsvtav1 takes a crf from 1 to 63, got 99"),
+    (["--crf", "60", "--codec", "libx265"], "libx265 takes a crf from 0 to 51, got 60"),
+    (["--preset", "quick"], "libx264 presets are ultrafast, superfast"),
+    (["--preset", "medium", "--codec", "libsvtav1"], "libsvtav1 presets are -1..13, got 'medium'"),
+    (["--preset", "fast", "--codec", "ffv1"], "ffv1 has no presets"),
+])
+def test_bad_codec_settings_are_one_line_before_any_work(tmp_path, tiny_model, capsys, args, message):
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=3, audio=False)
+    assert main(["--upscale", str(src), "-o", str(tmp_path / "o.mkv"), "--model", tiny_model, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vsr-transcode: error: {message}"] or (len(err) == 1 and message in err[0]), err
+    _no_leftovers(tmp_path, {"in.mp4"})
+
+
+def test_pickle_model_and_directory_output_are_named(tmp_path, capsys):
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=2, audio=False)
+    (tmp_path / "w.pt").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    assert main(["--upscale", str(src), "-o", str(tmp_path / "o.mkv"), "--model", str(tmp_path / "w.pt")]) == 2
+    assert "pickled checkpoints such as .pt/.pth are refused" in capsys.readouterr().err
+    (tmp_path / "outdir").mkdir()
+    assert main(["--upscale", str(src), "-o", str(tmp_path / "outdir"), "--model", "fast"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "output is a directory" in err[0]
+    assert not any((tmp_path / "outdir").iterdir())
+
+
 def test_missing_file(tmp_path, capsys):
     assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
     _one_error_line(capsys, "no such file")

@@ -71,6 +71,9 @@ def resolve_weights(model: str | Path, *, scale: int = 2) -> Path:
     path = Path(model)
     if sidecar_paths(path)[1].is_file() or sidecar_paths(path)[0].is_file():
         return sidecar_paths(path)[0]
+    if path.is_file():
+        raise CheckpointError(f"{path}: not a vsr weights file; weights are .safetensors with a .json beside them "
+                              "(pickled checkpoints such as .pt/.pth are refused: loading one can run code)")
     shipped = ", ".join(shipped_models()) or "none"
     raise CheckpointError(f"no model {text!r}: not a shipped model (shipped: {shipped}) nor an existing weights file")
 
