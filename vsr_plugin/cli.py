@@ -131,6 +131,7 @@ def _warn_truncated(result) -> None:
 
 def run_transcode(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from .baselayer import SUFFIX as BASE_SUFFIX
     from .media import EncodeOptions, check_input
     from .transcode import read_base_layer_tags
 
@@ -138,6 +139,10 @@ def run_transcode(argv: list[str]) -> int:
     if args.report:
         return _report(args)
     tags = None if args.upscale else read_base_layer_tags(args.input)
+    if tags is None and not args.upscale and not args.output and args.input.lower().endswith(BASE_SUFFIX):
+        raise ValueError(f"{args.input} is named as a vsr base layer but carries no vsr tags (a remux or tag "
+                         f"editor may have dropped them), so it cannot be restored; to reduce it 2x again anyway, "
+                         f"give the output name with -o")
     codec = args.codec or "libx264"
     if tags is not None and args.codec is None and (tags.width % 2 or tags.height % 2):
         codec = "libsvtav1"

@@ -167,6 +167,20 @@ class _CountingReader(io.RawIOBase):
         super().close()
 
 
+def main_video_stream(streams):
+    """The video stream ffmpeg's command line picks by default: a score of picture area plus
+    5,000,000 for the ``default`` flag, a cover picture (``attached_pic``) scoring 1; the first of equals."""
+    from av.stream import Disposition
+
+    def score(s) -> int:
+        if s.disposition & Disposition.attached_pic:
+            return 1
+        area = (s.codec_context.width or 0) * (s.codec_context.height or 0)
+        return area + 5_000_000 * bool(s.disposition & Disposition.default)
+
+    return max(streams, key=lambda s: (score(s), -s.index))
+
+
 class _BestEffortPts:
     """Frame timestamps as ffmpeg guesses them (libavcodec's ``guess_correct_pts``): the frame's
     pts, unless pts has gone backwards more often than the packet dts has. A raw H.264 stream
@@ -218,7 +232,7 @@ class VideoInput:
         if not self.container.streams.video:
             self.container.close()
             raise MediaError(f"no video stream in {path}")
-        self.stream = self.container.streams.video[0]
+        self.stream = main_video_stream(self.container.streams.video)
         self.stream.thread_type = "AUTO"
         cc = self.stream.codec_context
         if not cc.width or not cc.height:

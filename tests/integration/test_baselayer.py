@@ -158,3 +158,19 @@ def test_report_verdict_names_the_winner(dp, dv, head):
     native = {"psnr_y": 30.0, "vmaf": 80.0, "kbps": 500.0}
     text = report_verdict({"psnr_y": 30.0 + dp, "vmaf": 80.0 + dv, "kbps": 498.0}, native)
     assert head in text and f"{dp:+.2f} dB PSNR-Y, {dv:+.2f} VMAF" in text and "498 vs 500 kbps" in text
+
+
+def test_stripped_base_layer_is_not_reduced_again(tmp_path, tiny_pair, capsys):
+    down, up, _ = tiny_pair
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=4, audio=False)
+    base = tmp_path / "in.vsr.mkv"
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    stripped = tmp_path / "s.vsr.mkv"
+    run(ffmpeg.input(str(base)).output(str(stripped), c="copy", map_metadata="-1"))
+    assert main([str(stripped), "--down-model", down, "--up-model", up, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "named as a vsr base layer but carries no vsr tags" in err[0]
+    assert not (tmp_path / "s.vsr.vsr.mkv").exists()
+    # asked for explicitly, it is reduced again
+    assert main([str(stripped), "-o", str(tmp_path / "again.vsr.mkv"), "--down-model", down, "--up-model", up,
+                 "-q"]) == 0

@@ -163,6 +163,22 @@ def test_pickle_model_and_directory_output_are_named(tmp_path, capsys):
     assert not any((tmp_path / "outdir").iterdir())
 
 
+def test_the_main_video_stream_is_taken_not_a_cover_picture(tmp_path, tiny_model):
+    """A larger still picture as stream 0, the real video flagged default as stream 1 (ffmpeg's pick)."""
+    video = make_clip(tmp_path / "v.mp4", size=(64, 48), frames=9, audio=False)
+    cover = tmp_path / "cover.png"
+    run(ffmpeg.input("testsrc2=size=128x96:rate=1", f="lavfi").output(str(cover), vframes=1))
+    src = tmp_path / "cover.mkv"
+    run(ffmpeg.output(ffmpeg.input(str(cover)), ffmpeg.input(str(video)), str(src),
+                      **{"c:v:0": "mjpeg", "c:v:1": "copy", "disposition:v:0": "0", "disposition:v:1": "default"}))
+    with av.open(str(src)) as c:
+        assert [s.codec_context.name for s in c.streams.video] == ["mjpeg", "h264"]
+    out = tmp_path / "up.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+    back = read_back(out)
+    assert back["frames"] == 9 and (back["width"], back["height"]) == (128, 96)
+
+
 def test_missing_file(tmp_path, capsys):
     assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
     _one_error_line(capsys, "no such file")
