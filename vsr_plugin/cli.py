@@ -283,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     pipe = bool(argv) and argv[0] == "pipe"
-    old_handlers = _catch_termination()
+    old_handlers: list = []
     code = EXIT_FAILURE
     try:
+        old_handlers = _catch_termination()
         code = _main(argv, pipe)
     except KeyboardInterrupt:
         print(f"vsr-transcode: interrupted; {_what_was_written(pipe)}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -285,16 +285,35 @@ class VideoInput:
         if self._raw_frame_bytes is None:
             sample = 2 if any(c.bits > 8 for c in frame.format.components) else 1
             self._raw_frame_bytes = sample * sum(p.width * p.height for p in frame.planes)
+        from_rgb = False
         if name not in PIX_FMTS:
             deep = any(c.bits > 8 for c in frame.format.components)
             target = "yuv420p10le" if deep else "yuv420p"
+            if frame.format.is_rgb:
+                # RGB has no YUV matrix of its own: BT.709 for HD and larger, BT.601 below (as encoders
+                # assume for untagged video), limited range; the output is tagged with what was used
+                from av.video.reformatter import ColorRange, Colorspace
+
+                from_rgb = True
+                space = Colorspace.ITU709 if frame.height >= 720 else Colorspace.SMPTE170M
+                frame = frame.reformat(format=target, dst_colorspace=space, dst_color_range=ColorRange.MPEG)
+                how = f"{target}, BT.{'709' if frame.height >= 720 else '601'} limited range"
+            else:
+                frame = frame.reformat(format=target)
+                how = target
             if name not in self._notified:
-                notice(f"converting {name} to {target} (vsr works on 4:2:0)")
+                notice(f"converting {name} to {how} (vsr works on 4:2:0)")
                 self._notified.add(name)
-            frame = frame.reformat(format=target)
             name = target
         if self.colorimetry is None:
             self.colorimetry = colorimetry_of(self.stream, frame)
+            if from_rgb:
+                hd = frame.height >= 720
+                c = self.colorimetry
+                self.colorimetry = replace(
+                    c, matrix=1 if hd else 6, range="limited",
+                    primaries=c.primaries if c.primaries not in (0, 2) else (1 if hd else 6),
+                    transfer=c.transfer if c.transfer not in (0, 2) else (1 if hd else 6))
             self.bits = PIX_FMTS[name]
             self.rotation_matrix = _display_matrix(frame)
         y, u, v = planes_of(frame)
@@ -549,12 +568,42 @@ class VideoOutput(_Output):
             self.container.mux(packet)
 
 
+class _AspectHeader:
+    """A binary writer that puts the sample aspect ratio into a y4m stream header on its way out
+    (libavformat's y4m muxer writes ``A0:0`` when fed through PyAV, which cannot set it there)."""
+
+    def __init__(self, raw, sar: Fraction) -> None:
+        self.raw, self.token = raw, f" A{sar.numerator}:{sar.denominator} ".encode()
+        self.head: bytes | None = b""
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if self.head is not None:
+            self.head += data
+            if b"\n" not in self.head:
+                return len(data)
+            line, rest = self.head.split(b"\n", 1)
+            self.raw.write(line.replace(b" A0:0 ", self.token) + b"\n" + rest)
+            self.head = None
+            return len(data)
+        self.raw.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 class Y4MOutput(_Output):
     """yuv4mpegpipe output (stdout by default), 8- or 10-bit, through PyAV's muxer."""
 
     def __init__(self, path: str, info: StreamInfo) -> None:
         self.info = info
-        self.container = av.open(path, "w", format="yuv4mpegpipe", options={"strict": "-1"})
+        self._file = None
+        target = path
+        if info.sample_aspect_ratio and info.sample_aspect_ratio != 1:
+            self._file = sys.stdout.buffer if path == PIPE_OUT else open(path, "wb")
+            target = _AspectHeader(self._file, Fraction(info.sample_aspect_ratio))
+        self.container = av.open(target, "w", format="yuv4mpegpipe", options={"strict": "-1"})
         self.stream = self.container.add_stream("wrapped_avframe", rate=info.rate)
         cc = self.stream.codec_context
         cc.width, cc.height = info.width, info.height
@@ -574,6 +623,22 @@ class Y4MOutput(_Output):
 
     def mux_copy(self, packet) -> None:  # y4m carries video only
         pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        super().abort()
+        self._release()
+
+    def _release(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            if self._file is not sys.stdout.buffer:
+                self._file.close()
 
 
 def stream_info(inp: VideoInput, first: Frame, *, scale: int = 1, size: tuple[int, int] | None = None) -> StreamInfo:

@@ -50,6 +50,16 @@ def test_pipe_stdout_is_exactly_y4m(tmp_path, tiny_model, pix_fmt, bits):
     assert len(data) == len(header) + 3 * (len(b"FRAME\n") + plane_bytes)  # nothing but video
 
 
+def test_pipe_keeps_the_sample_aspect_ratio(tmp_path, tiny_model):
+    src = make_clip(tmp_path / "in.mkv", size=(32, 24), frames=3, vcodec="ffv1", audio=False, sar="16/11")
+    proc = subprocess.run(PIPE + ["--model", tiny_model], input=_y4m_bytes(src), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    header = proc.stdout[: proc.stdout.index(b"\n")]
+    assert header.startswith(b"YUV4MPEG2 W64 H48 ") and b" A16:11 " in header
+    plane_bytes = 64 * 48 + 2 * 32 * 24
+    assert len(proc.stdout) == len(header) + 1 + 3 * (len(b"FRAME\n") + plane_bytes)
+
+
 def test_pipe_equals_the_file_path(tmp_path, tiny_model):
     """Same frames through the pipe and through the engine directly."""
     from vsr_plugin.engine import Upscaler

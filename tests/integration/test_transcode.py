@@ -179,6 +179,28 @@ def test_the_main_video_stream_is_taken_not_a_cover_picture(tmp_path, tiny_model
     assert back["frames"] == 9 and (back["width"], back["height"]) == (128, 96)
 
 
+@pytest.mark.parametrize("size,matrix", [((64, 48), 6), ((1280, 720), 1)])
+def test_rgb_input_becomes_tagged_limited_range_yuv(tmp_path, tiny_model, size, matrix):
+    """RGB has no YUV matrix: the conversion uses BT.601 (SD) or BT.709 (HD) and says so in the tags."""
+    from vsr_plugin.media import TimedFrame, VideoInput
+
+    w, h = size
+    src = tmp_path / "rgb.mkv"
+    white_left = f"color=c=white:s={w // 2}x{h}:r=25:d=0.12[a];color=c=black:s={w // 2}x{h}:r=25:d=0.12[b];[a][b]hstack"
+    run(ffmpeg.input(white_left, f="lavfi").output(str(src), vcodec="libx264rgb", crf=0, preset="ultrafast"))
+    with VideoInput(str(src)) as inp:
+        frame = next(t.frame for t in inp.items() if isinstance(t, TimedFrame))
+    c = frame.colorimetry
+    assert (c.matrix, c.range) == (matrix, "limited")
+    assert frame.y[:, : w // 2 - 2].min() >= 234 and frame.y[:, w // 2 + 2:].max() <= 17  # 235 / 16 codes
+    assert abs(int(frame.u.mean()) - 128) <= 1
+    if w <= 64:  # the written file carries the same tags
+        out = tmp_path / "up.mkv"
+        assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+        back = read_back(out)
+        assert (back["colorspace"], back["range"]) == (6, 1)
+
+
 def test_missing_file(tmp_path, capsys):
     assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
     _one_error_line(capsys, "no such file")
