@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true",
                    help="measure the round trip on INPUT (bitrate, PSNR-Y, SSIM-Y, VMAF) beside a native encode at "
                         "the same bitrate and the bicubic 2x pipeline; prints a table, writes no video")
-    p.add_argument("--frames", type=int, default=None, help="with --report: use the first N frames")
+    p.add_argument("--frames", type=int, default=None,
+                   help="use the first N frames only (with the audio and subtitles up to them)")
     p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
     g = p.add_argument_group("encoder side")
     g.add_argument("--pair", default="codec-default",
@@ -136,6 +137,11 @@ def run_transcode(argv: list[str]) -> int:
     from .transcode import read_base_layer_tags
 
     check_input(args.input)  # before loading a model: bad paths fail fast
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    # SVT-AV1 prints a ~20-line banner and warnings through its own logger: errors only, unless
+    # the user set SVT_LOG themselves
+    os.environ.setdefault("SVT_LOG", "1")
     if args.report:
         return _report(args)
     tags = None if args.upscale else read_base_layer_tags(args.input)
@@ -163,7 +169,7 @@ def _upscale(args: argparse.Namespace, encode) -> int:
     output = Path(args.output) if args.output else default_output(args.input, 2)
     check_output(output, overwrite=args.overwrite, input_path=args.input)
     result = upscale_file(args.input, output, lambda: _engine(args), encode, overwrite=args.overwrite,
-                          show_progress=not args.quiet)
+                          show_progress=not args.quiet, frames=args.frames)
     _warn_truncated(result)
     if not args.quiet:
         print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)
@@ -181,7 +187,7 @@ def _encode(args: argparse.Namespace, encode) -> int:
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
     up_info = read_info(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     result = encode_base_layer(args.input, output, _downscaler(args), up_info, encode, overwrite=args.overwrite,
-                               show_progress=not args.quiet)
+                               show_progress=not args.quiet, frames=args.frames)
     _warn_truncated(result)
     if not args.quiet:
         a, b = Path(args.input).stat().st_size, output.stat().st_size
@@ -202,8 +208,6 @@ def _report(args: argparse.Namespace) -> int:
         raise ValueError("--report measures the encoder side's round trip; it does not combine with --upscale")
     if bool(args.down_model) != bool(args.up_model):
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
     down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
     up = str(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
@@ -226,7 +230,8 @@ def _restore(args: argparse.Namespace, encode) -> int:
     check_output(output, overwrite=args.overwrite, input_path=args.input)
     search = tuple(Path(d) for d in args.weights_dir)
     result = restore_base_layer(args.input, output, lambda path: _engine(args, path), encode,
-                                overwrite=args.overwrite, show_progress=not args.quiet, search=search)
+                                overwrite=args.overwrite, show_progress=not args.quiet, search=search,
+                                frames=args.frames)
     _warn_truncated(result)
     if not args.quiet:
         print(result.summary(f"vsr-transcode ({result.engine})"), file=sys.stderr)

@@ -213,8 +213,11 @@ class VideoInput:
     video packets that failed to decode and were skipped (decoding goes on after them, as ffmpeg's does).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_frames: int | None = None) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"frames must be >= 1, got {max_frames}")
         self.path = str(path)
+        self.max_frames = max_frames
         self._reader: _CountingReader | None = None
         is_pipe = self.path == PIPE_IN
         if not is_pipe:
@@ -265,11 +268,14 @@ class VideoInput:
 
     @property
     def frame_count_estimate(self) -> int | None:
+        estimate = None
         if self.stream.frames:
-            return int(self.stream.frames)
-        if self.container.duration and self.rate:
-            return int(round(self.container.duration / 1_000_000 * float(self.rate)))
-        return None
+            estimate = int(self.stream.frames)
+        elif self.container.duration and self.rate:
+            estimate = int(round(self.container.duration / 1_000_000 * float(self.rate)))
+        if self.max_frames is not None:
+            return min(estimate, self.max_frames) if estimate else self.max_frames
+        return estimate
 
     def close(self) -> None:
         self.container.close()
@@ -360,6 +366,8 @@ class VideoInput:
                 last_pts = pts
                 yield TimedFrame(self._to_frame(frame), pts, self.time_base, self.frames_decoded)
                 self.frames_decoded += 1
+                if self.frames_decoded == self.max_frames:  # the first N frames were asked for: done
+                    return
         if self.frames_decoded == 0 and self.damaged_packets:
             raise MediaError(f"cannot decode {self.path}: {self.damage_reason}")
         if self.frames_decoded == 0:

@@ -127,12 +127,12 @@ Planner = Callable[[VideoInput, Frame], Plan]
 
 
 def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *, overwrite: bool,
-             show_progress: bool, format: str | None = None) -> TranscodeResult:
+             show_progress: bool, format: str | None = None, frames: int | None = None) -> TranscodeResult:
     """Decode ``src``, run the planned frames function, encode into ``dst`` atomically (audio and
     subtitles copied). The planner runs after the input has proved readable, so a bad input fails
     before any model is loaded."""
     check_output(dst, overwrite=overwrite, input_path=str(src))
-    with VideoInput(src) as inp:
+    with VideoInput(src, max_frames=frames) as inp:
         first, source = _with_first_frame(inp)
         job = plan(inp, first.frame)
         progress = Progress(inp.frame_count_estimate, enabled=show_progress)
@@ -194,11 +194,14 @@ def _downscale_plan(engine: Downscaler | Callable[[], Downscaler], *, even: bool
 
 
 def upscale_file(src: str | Path, dst: str | Path | None, engine: Upscaler | Callable[[], Upscaler],
-                 encode: EncodeOptions, *, overwrite: bool = False, show_progress: bool = True) -> TranscodeResult:
+                 encode: EncodeOptions, *, overwrite: bool = False, show_progress: bool = True,
+                 frames: int | None = None) -> TranscodeResult:
     """Upscale a video file into a new file (written atomically; nothing is left on failure).
-    ``engine`` may be a factory, called once the input has proved readable."""
+    ``engine`` may be a factory, called once the input has proved readable; ``frames`` keeps
+    only the first N frames (and the audio/subtitles up to them)."""
     dst = Path(dst) if dst else default_output(src, 2)
-    return _to_file(src, dst, encode, _upscale_plan(engine), overwrite=overwrite, show_progress=show_progress)
+    return _to_file(src, dst, encode, _upscale_plan(engine), overwrite=overwrite, show_progress=show_progress,
+                    frames=frames)
 
 
 def upscale_pipe(engine: Upscaler | Callable[[], Upscaler], *, show_progress: bool = True) -> TranscodeResult:
@@ -214,7 +217,7 @@ def downscale_pipe(engine: Downscaler | Callable[[], Downscaler], *, show_progre
 
 def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler | Callable[[], Downscaler],
                       up_info: CheckpointInfo, encode: EncodeOptions, *, overwrite: bool = False,
-                      show_progress: bool = True) -> TranscodeResult:
+                      show_progress: bool = True, frames: int | None = None) -> TranscodeResult:
     """Encoder side: learned 2x reduction + base codec -> ``.vsr.mkv`` (tags name the upsampler
     and the original size; audio and subtitles copied)."""
     dst = Path(dst) if dst else default_base_output(src)
@@ -225,7 +228,7 @@ def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler 
         return tags_for(up_info, engine.info, scale=2, width=w, height=h)
 
     return _to_file(src, dst, encode, _downscale_plan(down, even=True, tags_from=tags), overwrite=overwrite,
-                    show_progress=show_progress, format="matroska")
+                    show_progress=show_progress, format="matroska", frames=frames)
 
 
 def read_base_layer_tags(src: str | Path) -> BaseLayerTags | None:
@@ -238,7 +241,7 @@ def read_base_layer_tags(src: str | Path) -> BaseLayerTags | None:
 
 def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Callable[[Path], Upscaler],
                        encode: EncodeOptions, *, overwrite: bool = False, show_progress: bool = True,
-                       search: tuple[Path, ...] = ()) -> TranscodeResult:
+                       search: tuple[Path, ...] = (), frames: int | None = None) -> TranscodeResult:
     """Decoder side: a tagged base layer, decoded and upsampled with the upsampler its tags name
     (looked up by content hash among the shipped weights and ``search`` folders), cropped to the
     original size."""
@@ -254,4 +257,4 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
         return Plan(stream_info(inp, first, size=(tags.width, tags.height)), restore, engine.options.batch,
                     repr(engine))
 
-    return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress)
+    return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress, frames=frames)

@@ -201,6 +201,27 @@ def test_rgb_input_becomes_tagged_limited_range_yuv(tmp_path, tiny_model, size, 
         assert (back["colorspace"], back["range"]) == (6, 1)
 
 
+def test_frames_limits_every_job_and_quiet_is_quiet(tmp_path, tiny_model, tiny_pair, capfd, monkeypatch):
+    monkeypatch.delenv("SVT_LOG", raising=False)
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=20, audio=True)
+    capfd.readouterr()
+    out = tmp_path / "up.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--frames", "7", "-q"]) == 0
+    back = read_back(out)
+    assert back["frames"] == 7 and back["audio"] and back["audio"][0][1] < 0.6  # audio cut near 7 / 25 s
+    down, up, _ = tiny_pair
+    base = tmp_path / "in.vsr.mkv"
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--frames", "5", "-q"]) == 0
+    assert read_back(base)["frames"] == 5
+    av1 = tmp_path / "av1.mkv"
+    assert main(["--upscale", str(src), "-o", str(av1), "--model", tiny_model, "--codec", "libsvtav1",
+                 "--frames", "3", "-q"]) == 0
+    assert read_back(av1)["frames"] == 3
+    assert capfd.readouterr().err == ""  # -q: not a line, SVT-AV1's banner (written by C code) included
+    assert main(["--upscale", str(src), "--model", tiny_model, "--frames", "0"]) == 2
+    assert "--frames must be >= 1, got 0" in capfd.readouterr().err
+
+
 def test_missing_file(tmp_path, capsys):
     assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
     _one_error_line(capsys, "no such file")
