@@ -79,7 +79,7 @@ def parse_tags(metadata: dict[str, str], *, base_width: int, base_height: int, s
     values = {}
     for key in ("VSR_SCALE", "VSR_WIDTH", "VSR_HEIGHT"):
         text = _tag(metadata, key)
-        if text is None or not text.isdigit() or int(text) <= 0:
+        if text is None or not (text.isascii() and text.isdigit()) or int(text) <= 0:
             raise BaseLayerError(f"{source}: tag {key} is missing or not a positive integer ({text!r})")
         values[key] = int(text)
     scale, width, height = values["VSR_SCALE"], values["VSR_WIDTH"], values["VSR_HEIGHT"]

@@ -139,6 +139,30 @@ def check_input(path: str | Path) -> None:
         raise MediaError(f"is a directory, not a video file: {path}")
 
 
+Y4M_MAX_SIDE = 32768
+
+
+def check_y4m_header(line: bytes, source: str) -> None:
+    """Refuse a yuv4mpeg stream header that libavformat would answer with a misleading errno."""
+    bad = f"bad y4m header on {source}"
+    if not line.startswith(b"YUV4MPEG2"):
+        raise MediaError(f"{bad}: it must start with 'YUV4MPEG2', got {line[:20]!r}")
+    fields = {f[:1]: f[1:] for f in line.split()[1:] if f}
+    for key, name in ((b"W", "width"), (b"H", "height")):
+        value = fields.get(key)
+        if value is None:
+            raise MediaError(f"{bad}: no {name} ({key.decode()} field)")
+        if not value.isdigit() or int(value) < 1:
+            raise MediaError(f"{bad}: {name} must be a positive integer, got {key.decode()}{value.decode(errors='replace')}")
+        if int(value) > Y4M_MAX_SIDE:
+            raise MediaError(f"{bad}: {name} {int(value)} is larger than {Y4M_MAX_SIDE}")
+    rate = fields.get(b"F")
+    if rate is not None:
+        num, _, den = rate.partition(b":")
+        if not (num.isdigit() and den.isdigit() and int(num) > 0 and int(den) > 0):
+            raise MediaError(f"{bad}: frame rate must be F<num>:<den> with both positive, got F{rate.decode(errors='replace')}")
+
+
 class _CountingReader(io.RawIOBase):
     """A byte stream that counts what it hands to the demuxer and keeps the first line.
 
@@ -148,12 +172,25 @@ class _CountingReader(io.RawIOBase):
     def __init__(self, raw) -> None:
         super().__init__()
         self.raw, self.count, self.head = raw, 0, b""
+        self._pending = b""
 
     def readable(self) -> bool:
         return True
 
+    def first_line(self, limit: int = 1024) -> bytes:
+        """The stream's first line (without reading past it for the demuxer: it is served again)."""
+        while b"\n" not in self._pending and len(self._pending) < limit:
+            data = self.raw.read(1)
+            if not data:
+                break
+            self._pending += data
+        return self._pending.split(b"\n", 1)[0]
+
     def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
+        if self._pending:
+            data, self._pending = self._pending[: len(buffer)], self._pending[len(buffer):]
+        else:
+            data = self.raw.read(len(buffer))
         n = len(data)
         buffer[:n] = data
         self.count += n
@@ -226,6 +263,11 @@ class VideoInput:
         try:
             if is_y4m:
                 self._reader = _CountingReader(sys.stdin.buffer if is_pipe else open(self.path, "rb"))
+                try:
+                    check_y4m_header(self._reader.first_line(), "stdin" if is_pipe else self.path)
+                except MediaError:
+                    self._reader.close()
+                    raise
                 self.container = av.open(self._reader, format="yuv4mpegpipe", buffer_size=1 << 20)
             else:
                 self.container = av.open(self.path)

@@ -13,7 +13,7 @@ Contract (see DESIGN.md, "Tensor contracts"):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
@@ -106,13 +106,18 @@ class Colorimetry:
 
 # --- frames -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, eq=False)
 class Frame:
-    """One YUV 4:2:0 picture: three numpy planes, their bit depth and colorimetry."""
+    """One YUV 4:2:0 picture: three numpy planes, their bit depth and colorimetry.
+
+    ``Frame(y, u, v, bits=10)``: the planes may be given by position, the rest by keyword. Code
+    values above the bit depth's maximum (e.g. 1023 at 10 bits in uint16 planes) are refused.
+    """
 
     y: np.ndarray
     u: np.ndarray
     v: np.ndarray
+    _: KW_ONLY
     bits: int = 8
     colorimetry: Colorimetry = field(default_factory=Colorimetry)
 
@@ -120,6 +125,8 @@ class Frame:
         dtype = plane_dtype(self.bits)
         if self.y.ndim != 2:
             raise ValueError(f"Y plane must be 2-D (H, W), got shape {self.y.shape}")
+        if self.y.size == 0:
+            raise ValueError(f"a frame needs at least 1x1 pixels, got {self.y.shape[1]}x{self.y.shape[0]}")
         want = chroma_shape(*self.y.shape)
         for name, plane in (("Y", self.y), ("U", self.u), ("V", self.v)):
             if plane.dtype != dtype:
@@ -127,6 +134,12 @@ class Frame:
         for name, plane in (("U", self.u), ("V", self.v)):
             if plane.shape != want:
                 raise ValueError(f"{name} plane must be {want} for a {self.y.shape} luma plane (4:2:0), got {plane.shape}")
+        top = max_code(self.bits)
+        if top < np.iinfo(dtype).max:  # e.g. 10 bits in uint16: the unused high bits must be zero
+            for name, plane in (("Y", self.y), ("U", self.u), ("V", self.v)):
+                if int(plane.max()) > top:
+                    raise ValueError(f"{name} plane holds code {int(plane.max())}, above the {self.bits}-bit "
+                                     f"maximum {top}")
 
     @property
     def height(self) -> int:

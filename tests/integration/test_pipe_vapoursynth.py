@@ -50,6 +50,19 @@ def test_pipe_stdout_is_exactly_y4m(tmp_path, tiny_model, pix_fmt, bits):
     assert len(data) == len(header) + 3 * (len(b"FRAME\n") + plane_bytes)  # nothing but video
 
 
+@pytest.mark.parametrize("header,message", [
+    (b"YUV4MPEG2 W64 Hxyz F25:1 C420jpeg", "height must be a positive integer, got Hxyz"),
+    (b"YUV4MPEG2 W0 H0 F25:1 C420jpeg", "width must be a positive integer, got W0"),
+    (b"YUV4MPEG2 W100000 H48 F25:1 C420jpeg", "width 100000 is larger than 32768"),
+    (b"YUV4MPEG2 W64 H48 F25:0", "frame rate must be F<num>:<den> with both positive, got F25:0"),
+])
+def test_pipe_bad_y4m_header_is_one_clear_line(tiny_model, header, message):
+    proc = subprocess.run(PIPE + ["--model", tiny_model], input=header + b"\nFRAME\n" + bytes(4608),
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr.decode().strip().splitlines() == [f"vsr-transcode: error: bad y4m header on stdin: {message}"]
+
+
 def test_pipe_keeps_the_sample_aspect_ratio(tmp_path, tiny_model):
     src = make_clip(tmp_path / "in.mkv", size=(32, 24), frames=3, vcodec="ffv1", audio=False, sar="16/11")
     proc = subprocess.run(PIPE + ["--model", tiny_model], input=_y4m_bytes(src), capture_output=True, timeout=120)

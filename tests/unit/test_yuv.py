@@ -71,3 +71,19 @@ def test_subsample_420_odd_edges_replicated():
 
 def test_max_code():
     assert max_code(8) == 255 and max_code(10) == 1023
+
+
+def test_frame_planes_by_position_and_refused_bad_planes():
+    y = np.zeros((4, 6), np.uint16)
+    c = np.zeros((2, 3), np.uint16)
+    f = Frame(y, c, c, bits=10)  # as the README shows it
+    assert (f.width, f.height, f.bits) == (6, 4, 10)
+    with pytest.raises(TypeError):
+        Frame(y, c, c, 10)  # bit depth and colorimetry are keyword-only
+    with pytest.raises(ValueError, match="at least 1x1 pixels, got 0x0"):
+        Frame(np.zeros((0, 0), np.uint8), np.zeros((0, 0), np.uint8), np.zeros((0, 0), np.uint8))
+    bad = y.copy()
+    bad[1, 2] = 1024
+    with pytest.raises(ValueError, match="Y plane holds code 1024, above the 10-bit maximum 1023"):
+        Frame(bad, c, c, bits=10)
+    Frame(np.full((4, 6), 65535, np.uint16), c, c, bits=16)  # 16 bits use the whole range
