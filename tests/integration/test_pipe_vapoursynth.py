@@ -105,7 +105,7 @@ def test_pipe_rejects_garbage_on_stdin(tiny_model):
     proc = subprocess.run(PIPE + ["--model", tiny_model], input=b"hello, not y4m\n" * 50, capture_output=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == b""
     err = proc.stderr.decode().strip().splitlines()
-    assert len(err) == 1 and "not a readable y4m stream on stdin" in err[0]
+    assert len(err) == 1 and "bad y4m header on stdin: it must start with 'YUV4MPEG2'" in err[0]
 
 
 # --- VapourSynth -----------------------------------------------------------------------------------
