@@ -354,6 +354,10 @@ class VideoInput:
                 self._notified.add(name)
             name = target
         if self.colorimetry is None:
+            order = str(getattr(self.stream.codec_context, "field_order", "") or "").lower()
+            if frame.interlaced_frame or order in ("tt", "bb", "tb", "bt"):
+                notice(f"{'stdin' if self.path == PIPE_IN else self.path}: the video is interlaced; vsr scales whole frames as progressive ones, which "
+                       "combs moving edges: deinterlace first (e.g. ffmpeg -vf bwdif) for a clean result")
             self.colorimetry = colorimetry_of(self.stream, frame)
             if from_rgb:
                 hd = frame.height >= 720
@@ -557,6 +561,23 @@ class _Output:
             pass
 
 
+# Codecs a muxer holds that libavformat's codec query does not list (mpegts has no codec tag table,
+# so the query answers "unknown" for most of what it carries).
+_ALSO_HELD = {"mpegts": {"aac", "ac3", "eac3", "mp2", "mp3", "opus", "dts", "truehd", "dvb_subtitle",
+                         "dvb_teletext"}}
+
+# stream tags that describe the content; the rest (encoder, durations, statistics) is the old file's
+_DESCRIPTIVE_TAGS = ("language", "title", "handler_name", "comment")
+
+
+def _copy_description(src, dst) -> None:
+    """Language, title and dispositions (default, forced, ...) of a stream onto its copy."""
+    for key, value in src.metadata.items():
+        if key.lower() in _DESCRIPTIVE_TAGS:
+            dst.metadata[key] = value
+    dst.disposition = src.disposition
+
+
 class VideoOutput(_Output):
     """An output file: one encoded video stream plus copies of the input's audio/subtitle streams.
 
@@ -566,7 +587,7 @@ class VideoOutput(_Output):
 
     def __init__(self, path: str | Path, info: StreamInfo, options: EncodeOptions,
                  copy_streams: list | None = None, *, format: str | None = None,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, source: VideoInput | None = None) -> None:
         self.info, self.options = info, options
         self.bits = PIX_FMTS[options.pix_fmt] if options.pix_fmt else info.bits
         if options.codec in EVEN_ONLY and (info.width % 2 or info.height % 2):
@@ -576,6 +597,9 @@ class VideoOutput(_Output):
             self.container = av.open(str(path), "w", format=format)
         except av.error.FFmpegError as e:
             raise MediaError(f"cannot create {path}: {_reason(e)}") from None
+        if source is not None:  # what describes the programme: title, chapters, ... (not vsr's own tags)
+            self.container.metadata.update({k: v for k, v in source.metadata.items()
+                                            if not k.upper().startswith("VSR_")})
         if tags:
             self.container.metadata.update(tags)
         try:
@@ -596,13 +620,21 @@ class VideoOutput(_Output):
         if info.display_matrix is not None:
             self.stream.set_display_matrix(info.display_matrix)
         self.copies: dict[int, object] = {}
-        supported = self.container.supported_codecs
+        supported = self.container.supported_codecs | _ALSO_HELD.get(self.container.format.name, set())
         for s in copy_streams or []:
             name = s.codec_context.name
             if name not in supported:
-                notice(f"dropping {s.type} stream #{s.index} ({name}): {Path(str(path)).suffix or 'this container'} cannot hold it")
+                hint = " (ffmpeg -c:s srt converts it)" if s.type == "subtitle" else ""
+                notice(f"dropping {s.type} stream #{s.index} ({name}): "
+                       f"{Path(str(path)).suffix or 'this container'} cannot hold it{hint}")
                 continue
-            self.copies[s.index] = self.container.add_stream_from_template(s)
+            self.copies[s.index] = copy = self.container.add_stream_from_template(s)
+            _copy_description(s, copy)
+        if source is not None:
+            _copy_description(source.stream, self.stream)
+            chapters = source.container.chapters()
+            if chapters:
+                self.container.set_chapters(chapters)
         self.frames_written = 0
 
     def write(self, frame: Frame, pts: int) -> None:

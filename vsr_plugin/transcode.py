@@ -144,7 +144,8 @@ def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *
                            "(audio, subtitles) not copied")
                 out = Y4MOutput(str(tmp), job.info)
             else:
-                out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags)
+                out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags,
+                                  source=inp)
             stats = _run(out, source, job.fn, job.batch, progress)
         return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (job.info.width, job.info.height),
                                stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine,

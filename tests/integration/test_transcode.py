@@ -222,6 +222,62 @@ def test_frames_limits_every_job_and_quiet_is_quiet(tmp_path, tiny_model, tiny_p
     assert "--frames must be >= 1, got 0" in capfd.readouterr().err
 
 
+def _description(path: Path) -> tuple:
+    with av.open(str(path)) as c:
+        return (c.metadata.get("title"),
+                [(float(ch["start"] * ch["time_base"]), float(ch["end"] * ch["time_base"]), ch["metadata"].get("title"))
+                 for ch in c.chapters()],
+                [(s.type, s.metadata.get("language"), int(s.disposition)) for s in c.streams])
+
+
+def test_title_chapters_languages_and_dispositions_survive(tmp_path, tiny_model, tiny_pair):
+    meta = tmp_path / "meta.txt"
+    meta.write_text(";FFMETADATA1\ntitle=A Film\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=200\ntitle=One\n"
+                    "[CHAPTER]\nTIMEBASE=1/1000\nSTART=200\nEND=400\ntitle=Two\n")
+    src = tmp_path / "rich.mkv"
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25",
+                    "-f", "lavfi", "-i", "sine=frequency=440:duration=0.4", "-f", "lavfi", "-i",
+                    "sine=frequency=220:duration=0.4", "-i", str(meta), "-t", "0.4", "-map", "0", "-map", "1", "-map", "2",
+                    "-map_metadata", "3", "-map_chapters", "3", "-c:v", "libx264", "-c:a", "flac",
+                    "-metadata:s:v:0", "language=deu", "-metadata:s:a:0", "language=fra",
+                    "-metadata:s:a:1", "language=eng", "-disposition:a:0", "0", "-disposition:a:1", "default+forced",
+                    str(src)], check=True)
+    want = _description(src)
+    assert want[0] == "A Film" and len(want[1]) == 2 and want[2][2] == ("audio", "eng", 65)
+    out = tmp_path / "up.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+    assert _description(out) == want
+    down, up, folder = tiny_pair  # and through the base layer and back
+    base, restored = tmp_path / "rich.vsr.mkv", tmp_path / "restored.mkv"
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    assert main([str(base), "-o", str(restored), "--weights-dir", folder, "-q"]) == 0
+    assert _description(restored) == want
+    with av.open(str(restored)) as c:
+        assert not any(k.upper().startswith("VSR_") for k in c.metadata)  # restored: an ordinary video again
+
+
+def test_aac_goes_into_mpeg_ts(tmp_path, tiny_model, capsys):
+    src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=10, audio=True)
+    out = tmp_path / "up.ts"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "-q"]) == 0
+    assert "cannot hold it" not in capsys.readouterr().err
+    assert read_back(out)["audio"][0][0] == "aac"
+
+
+def test_interlaced_input_is_named(tmp_path, tiny_model, capsys):
+    src = tmp_path / "il.mkv"
+    run(ffmpeg.input("testsrc2=size=64x48:rate=25", f="lavfi", t=0.2).filter("setfield", "tff").output(
+        str(src), vcodec="libx264", flags="+ildct+ilme"))
+    assert main(["--upscale", str(src), "-o", str(tmp_path / "o.mkv"), "--model", tiny_model, "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("the video is interlaced") == 1 and "deinterlace first" in err
+    plain = make_clip(tmp_path / "p.mp4", size=(64, 48), frames=3, audio=False)
+    assert main(["--upscale", str(plain), "-o", str(tmp_path / "p.mkv"), "--model", tiny_model, "-q"]) == 0
+    assert "interlaced" not in capsys.readouterr().err
+
+
 def test_missing_file(tmp_path, capsys):
     assert main(["--upscale", str(tmp_path / "nope.mp4")]) == 2
     _one_error_line(capsys, "no such file")
