@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from vsr_plugin.media import CRF_RANGE, EncodeOptions, MediaError, VideoInput
-from vsr_plugin.models import paired_upsampler, shipped_models
+from vsr_plugin.models import DEFAULT_PAIR, pair_names, paired_upsampler, shipped_models
 from vsr_plugin.yuv import Frame
 
 from . import bdrate, metrics
@@ -168,7 +168,8 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
             else:
                 pipes.append(sr(up_model, engine_options))
         elif name == "vsr":
-            down = down_model or _shipped("downsampler")
+            # the product's default pair (what vsr-transcode uses), else any shipped downsampler
+            down = down_model or _shipped("downsampler", prefer=pair_names(DEFAULT_PAIR)[0])
             up = vsr_up_model or (paired_upsampler(down) if down else None) or up_model
             if down is None:
                 skipped[name] = ("no learned downsampler is available yet (none shipped in vsr_plugin/weights); "

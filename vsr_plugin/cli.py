@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import DEFAULT_PAIR, __version__
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the first N frames only (with the audio and subtitles up to them)")
     p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
     g = p.add_argument_group("encoder side")
-    g.add_argument("--pair", default="codec-default",
+    g.add_argument("--pair", default=DEFAULT_PAIR,
                    help="shipped down/upsampler pair used to make a base layer (x2-PAIR-down, x2-PAIR-up)")
     g.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
     g.add_argument("--up-model", help="the matching upsampler weights path (overrides --pair)")
@@ -80,7 +80,7 @@ def build_pipe_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--upscale", action="store_true", help="2x super-resolution (--model)")
     mode.add_argument("--downscale", action="store_true", help="learned 2x reduction (--pair / --down-model)")
-    p.add_argument("--pair", default="codec-default", help="shipped pair whose downsampler --downscale uses")
+    p.add_argument("--pair", default=DEFAULT_PAIR, help="shipped pair whose downsampler --downscale uses")
     p.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
     _add_engine_args(p)
     _add_common_args(p)

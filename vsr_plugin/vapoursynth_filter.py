@@ -18,7 +18,7 @@ import vapoursynth as vs
 
 from .engine import Downscaler, Upscaler, resolve_device
 from .media import MediaError, TimedFrame, VideoInput
-from .models import pair_names
+from .models import DEFAULT_PAIR, pair_names
 from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
 
 core = vs.core
@@ -130,7 +130,7 @@ def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", devic
     return _apply(clip, bits, engines, clip.width * s, clip.height * s, lambda e, f: e.upscale(f))
 
 
-def downscale(clip: vs.VideoNode, *, pair: str = "codec-default", model: str | None = None, device: str = "auto",
+def downscale(clip: vs.VideoNode, *, pair: str = DEFAULT_PAIR, model: str | None = None, device: str = "auto",
               dtype: str | None = None, tile: int | None = None, num_streams: int | None = None) -> vs.VideoNode:
     """Learned 2x reduction of a YUV420P8 or YUV420P10 clip (the encoder side's base layer).
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import DEFAULT_PAIR  # defined in the package root, torch-free, for the command line's start-up
 from .checkpoint import (CheckpointError, CheckpointInfo, load_into, load_state, read_info, save_checkpoint,
                          sidecar_paths)
 from .downsampler import DOWN_PRESETS, Downsampler, DownsamplerConfig
@@ -18,7 +19,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 UPSAMPLER = "upsampler"
 DOWNSAMPLER = "downsampler"
 
-__all__ = ["CheckpointError", "CheckpointInfo", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig", "PRESETS",
+__all__ = ["CheckpointError", "CheckpointInfo", "DEFAULT_PAIR", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig", "PRESETS",
            "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "find_by_hash", "load_downsampler",
            "load_upsampler", "pair_names", "paired_upsampler", "resolve_weights", "save_downsampler",
            "save_upsampler", "shipped_models", "standalone_upsamplers", "read_info"]
