@@ -11,9 +11,15 @@
 # 3. vsr-transcode pipe --upscale reading and writing y4m at 1920x1080 -> 3840x2160 (default model,
 #    fp16, batch 4): fps from its own summary line.
 #
+# 4. (TRAIN_S > 0) vsr-train of the codec-aware upsampler for a fixed budget of TRAIN_S seconds
+#    (default 420, within a 10-minute lease), bf16, batch 64, from x2-default; the weights, log and
+#    summary land in one folder, $OUT/train_cuda/, for the caller to collect (resume it elsewhere
+#    with the same command and --resume).
+#
 # Environment: OUT (default docs/results), DEVICE (default cuda; "cpu" only to try the script),
 # SIZE (pipe and transcode input, default 1920x1080), FRAMES (pipe frames, default 240),
-# SPEED_SIZES / DTYPES / BATCHES (step 2), SKIP_CHECK=1 to skip step 1.
+# SPEED_SIZES / DTYPES / BATCHES (step 2), SKIP_CHECK=1 to skip step 1, TRAIN_S (step 4; 0 skips it),
+# TRAIN_DATA (default ../shared/data/train; the machine must hold it).
 set -euo pipefail
 
 OUT=${OUT:-docs/results}
@@ -56,3 +62,18 @@ run "$FFMPEG" -hide_banner -loglevel error -f lavfi -i "testsrc2=size=$SIZE:rate
         $PY -c "print(f'wall {($end - $start):.2f} s for $FRAMES frames: {$FRAMES / ($end - $start):.1f} fps incl. start-up')"
     done
 } | tee "$OUT/pipe_$DEVICE.txt"
+
+TRAIN_S=${TRAIN_S:-420}
+TRAIN_DATA=${TRAIN_DATA:-../shared/data/train}
+if [[ "$TRAIN_S" != 0 ]]; then
+    if [[ -d "$TRAIN_DATA" ]]; then
+        mkdir -p "$OUT/train_cuda"
+        run .venv/bin/vsr-train --mode sr --model default --init x2-default --degradation x264 --degrade-crf 16,40 \
+            --degrade-window 192 --data "$TRAIN_DATA" --rescales 0.8,0.6 --batch 64 --amp bf16 --device "$DEVICE" \
+            --steps 20000 --epoch-steps 500 --lr 5e-4 --max-time "$TRAIN_S" --out "$OUT/train_cuda" \
+            --cache "$OUT/train_cuda/cache" --resume 2>&1 | tee "$OUT/train_cuda/log.txt"
+        rm -rf "$OUT/train_cuda/cache"  # rebuilt on demand; the weights and state are what travel back
+    else
+        echo "step 4 skipped: no training data at $TRAIN_DATA" | tee "$OUT/train_cuda_skipped.txt"
+    fi
+fi

@@ -77,6 +77,8 @@ class TrainConfig:
     accum: int = 1                   # micro-steps per optimizer step
     steps: int = 20000               # optimizer steps in all (sets the LR schedule)
     stop_at: int = 0                 # end this session at this step (resume later); 0 runs to --steps
+    max_time: float = 0.0            # end this session after this many seconds of training (validated and
+                                     # saved there, resumable); 0: no limit
     epoch_steps: int = 500           # steps between validations/checkpoints
     lr: float = 2e-3
     min_lr: float = 1e-5
@@ -119,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"down_lr_scale must be positive, got {self.down_lr_scale}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.max_time < 0:
+            raise ValueError(f"max_time must be >= 0 seconds, got {self.max_time}")
         for name in ("batch", "accum", "steps", "epoch_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -269,6 +273,15 @@ def setup_distributed(device: str) -> Dist:
     else:
         dev = torch.device("cuda" if use_cuda else "cpu")
     return Dist(0, 1, dev)
+
+
+def _agree(flag: bool, ctx: Dist) -> bool:
+    """Rank 0's answer on every rank (clocks differ; all ranks must stop at the same step)."""
+    if not ctx.active:
+        return flag
+    t = torch.tensor([float(flag)], device=ctx.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
 
 
 def _all_sum(values: list[float], ctx: Dist) -> list[float]:
@@ -435,6 +448,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     eval_net = ema if ema is not None else net
     stopped_early = False
     t0, seen, running = time.perf_counter(), 0, 0.0
+    session_start = t0
     end = min(cfg.stop_at, cfg.steps) if cfg.stop_at else cfg.steps
     while step < end:
         for group in opt.param_groups:
@@ -463,7 +477,8 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             writer.add_scalar("train/loss", loss_sum, step)
             writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
 
-        if step % cfg.epoch_steps == 0 or step == end:
+        out_of_time = cfg.max_time > 0 and _agree(time.perf_counter() - session_start >= cfg.max_time, ctx)
+        if step % cfg.epoch_steps == 0 or step == end or out_of_time:
             epoch_time = time.perf_counter() - t0
             elapsed += epoch_time
             rate = seen / epoch_time
@@ -496,6 +511,9 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             if cfg.patience and stale >= cfg.patience:
                 stopped_early = True
                 _log(ctx, f"early stop: no validation improvement for {stale} epochs")
+                break
+            if out_of_time:
+                _log(ctx, f"time budget of {cfg.max_time:g} s spent at step {step}; continue with --resume")
                 break
 
     digest = params_digest(eval_net)

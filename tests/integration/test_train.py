@@ -122,3 +122,13 @@ def test_reparam_training_exports_the_plain_preset(image_dir, tmp_path):
     torch.testing.assert_close(net(packed), result.net.eval().float()(packed), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="--reparam applies to sr mode"):
         config_from_args(["--mode", "joint", "--reparam"])
+
+
+def test_time_budget_ends_the_session_resumably(image_dir, tmp_path, capsys):
+    out = tmp_path / "budget"
+    common = TINY + ["--data", str(image_dir), "--out", str(out), "--steps", "100000", "--epoch-steps", "1000"]
+    first = train(config_from_args(common + ["--max-time", "1.5"]))
+    assert 0 < first.step < 100000 and "time budget of 1.5 s spent" in capsys.readouterr().err
+    assert json.loads((out / "state.json").read_text())["step"] == first.step  # saved where it stopped
+    again = train(config_from_args(common + ["--max-time", "1.5", "--resume"]))  # this session's seconds
+    assert again.step > first.step
