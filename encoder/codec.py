@@ -37,29 +37,17 @@ def quantize_st(x: torch.Tensor, bits: int) -> torch.Tensor:
     return straight_through(x, x.detach().round().clamp(0, kernels.max_code(bits)))
 
 
-def codec_round_trip(planes: tuple[torch.Tensor, ...], codec: str, quality: int) -> tuple[torch.Tensor, ...]:
-    """Encode 8-bit planes ``(N, H, W)`` as N all-intra frames and decode them back.
-
-    ``codec`` is ``x264`` (``quality`` = CRF, preset ultrafast, keyint 1) or ``jpeg`` (``quality`` =
-    the MJPEG quantiser, 2..31). Planes go in and come out unchanged in layout (JPEG's full-range
-    tag is only a label here: no range conversion happens).
-    """
-    y, u, v = (p.detach().to("cpu", torch.uint8).numpy() for p in planes)
-    n, h, w = y.shape
+def round_trip(planes: tuple[np.ndarray, np.ndarray, np.ndarray], add_stream, fmt: str = "yuv420p"
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encode 8-bit planes ``(T, H, W)`` (chroma ``(T, H/2, W/2)``) into an in-memory Matroska file
+    with the stream ``add_stream(container)`` makes, and decode them back (same layout)."""
+    y, u, v = planes
+    t, h, w = y.shape
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska") as out:
-        if codec == "x264":
-            s = out.add_stream("libx264", rate=25, options={"crf": str(quality), "preset": "ultrafast",
-                                                           "x264-params": "keyint=1:log-level=error"})
-            fmt = "yuv420p"
-        elif codec == "jpeg":
-            s = out.add_stream("mjpeg", rate=25)
-            s.codec_context.qmin = s.codec_context.qmax = int(quality)
-            fmt = "yuvj420p"
-        else:
-            raise ValueError(f"unknown proxy codec {codec!r}; choose x264 or jpeg")
+        s = add_stream(out)
         s.width, s.height, s.pix_fmt = w, h, fmt
-        for i in range(n):
+        for i in range(t):
             vf = video_frame(Frame(y=y[i], u=u[i], v=v[i]), fmt)
             vf.pts = i
             for packet in s.encode(vf):
@@ -68,9 +56,33 @@ def codec_round_trip(planes: tuple[torch.Tensor, ...], codec: str, quality: int)
             out.mux(packet)
     with av.open(io.BytesIO(buf.getvalue())) as inp:
         decoded = [planes_of(f) for f in inp.decode(video=0)]
-    if len(decoded) != n:
-        raise RuntimeError(f"{codec} round trip returned {len(decoded)} frames for {n}")
-    return tuple(torch.from_numpy(np.stack([d[k] for d in decoded])).to(planes[0].device) for k in range(3))
+    if len(decoded) != t:
+        raise RuntimeError(f"{s.codec_context.name} round trip returned {len(decoded)} frames for {t}")
+    return tuple(np.stack([d[k] for d in decoded]) for k in range(3))
+
+
+def codec_round_trip(planes: tuple[torch.Tensor, ...], codec: str, quality: int) -> tuple[torch.Tensor, ...]:
+    """Encode 8-bit planes ``(N, H, W)`` as N all-intra frames and decode them back.
+
+    ``codec`` is ``x264`` (``quality`` = CRF, preset ultrafast, keyint 1) or ``jpeg`` (``quality`` =
+    the MJPEG quantiser, 2..31). Planes go in and come out unchanged in layout (JPEG's full-range
+    tag is only a label here: no range conversion happens).
+    """
+    if codec == "x264":
+        def add_stream(out):
+            return out.add_stream("libx264", rate=25, options={"crf": str(quality), "preset": "ultrafast",
+                                                               "x264-params": "keyint=1:log-level=error"})
+        fmt = "yuv420p"
+    elif codec == "jpeg":
+        def add_stream(out):
+            s = out.add_stream("mjpeg", rate=25)
+            s.codec_context.qmin = s.codec_context.qmax = int(quality)
+            return s
+        fmt = "yuvj420p"
+    else:
+        raise ValueError(f"unknown proxy codec {codec!r}; choose x264 or jpeg")
+    coded = round_trip(tuple(p.detach().to("cpu", torch.uint8).numpy() for p in planes), add_stream, fmt)
+    return tuple(torch.from_numpy(c).to(planes[0].device) for c in coded)
 
 
 @dataclass(frozen=True, kw_only=True)

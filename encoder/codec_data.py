@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import sys
 import zlib
@@ -29,15 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
 import kernels
 from vsr_plugin.atomic import atomic_output, write_bytes_atomic
-from vsr_plugin.media import planes_of, video_frame
 from vsr_plugin.yuv import Frame, rgb_to_frame
 
+from .codec import round_trip
 from .data import SRPair, bicubic_resize_rgb, load_rgb
 
 CODECS = {"x264": "libx264", "x265": "libx265"}
@@ -111,29 +109,15 @@ def code_sequence(planes: tuple[np.ndarray, np.ndarray, np.ndarray], codec: str,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Encode 8-bit planes ``(T, H, W)`` (chroma ``(T, H/2, W/2)``) as one inter-coded sequence and
     decode them back, single-threaded (deterministic)."""
-    y, u, v = planes
-    t, h, w = y.shape
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska") as out:
-        name = CODECS[codec]
-        params = "threads=1:log-level=error" if codec == "x264" else "pools=none:frame-threads=1:log-level=error"
-        s = out.add_stream(name, rate=25, options={"crf": str(crf), "preset": preset,
-                                                   f"{codec}-params": params})
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        if codec == "x264":
-            s.codec_context.thread_count = 1
-        for i in range(t):
-            vf = video_frame(Frame(y=y[i], u=u[i], v=v[i]))
-            vf.pts = i
-            for packet in s.encode(vf):
-                out.mux(packet)
-        for packet in s.encode(None):
-            out.mux(packet)
-    with av.open(io.BytesIO(buf.getvalue())) as inp:
-        decoded = [planes_of(f) for f in inp.decode(video=0)]
-    if len(decoded) != t:
-        raise RuntimeError(f"{codec} returned {len(decoded)} frames for {t}")
-    return tuple(np.stack([d[k] for d in decoded]) for k in range(3))
+    params = "threads=1:log-level=error" if codec == "x264" else "pools=none:frame-threads=1:log-level=error"
+
+    def add_stream(out):
+        s = out.add_stream(CODECS[codec], rate=25, options={"crf": str(crf), "preset": preset,
+                                                            f"{codec}-params": params})
+        s.codec_context.thread_count = 1
+        return s
+
+    return round_trip(planes, add_stream)
 
 
 def _sequences(rgb: np.ndarray, spec: DegradeSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:

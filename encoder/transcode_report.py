@@ -1,6 +1,6 @@
 """``vsr-transcode --report in.mp4``: what the enhancement layer gains on this very clip.
 
-Runs the full round trip — learned 2x down, base codec, decode, upsample — and, beside it, a
+Runs the full round trip — the pair's 2x down, base codec, decode, upsample — and, beside it, a
 native full-resolution encode at the same bitrate (the CRF found by a short search on log-rate,
 or both encoded at ``--bitrate``) and the conventional bicubic 2x pipeline at the base layer's
 setting. Quality against the input: PSNR-Y, SSIM-Y and VMAF, measured exactly as ``vsr-bench rd``
@@ -120,7 +120,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         remove(base_path)
 
     rows = []
-    for name, label in (("vsr", "vsr (learned 2x down + upsampler)"), ("native", "native (full resolution)"),
+    for name, label in (("vsr", "vsr (pair: 2x down + upsampler)"), ("native", "native (full resolution)"),
                         ("bicubic", "bicubic 2x down + bicubic up")):
         p = points[name]
         setting = f"CRF {p['crf']:g}" if p["crf"] is not None else f"target {p['target_bitrate'] / 1000:g} kbps"

@@ -10,7 +10,7 @@ import pytest
 from tests.media_helpers import make_clip, read_back
 from vsr_plugin.cli import main
 from vsr_plugin.ffmpeg_tools import command, run
-from vsr_plugin.models import shipped_models
+from vsr_plugin.models import DEFAULT_PAIR, pair_names, shipped_models
 
 
 def _encode(src, out, pair, *extra):
@@ -44,14 +44,14 @@ def test_base_layer_round_trip_restores_odd_size_frames_and_audio(tmp_path, tiny
     assert r["audio"][0][1] == pytest.approx(a["audio"][0][1], abs=0.03)
 
 
-@pytest.mark.skipif("x2-codec-default-up" not in shipped_models(), reason="no shipped pair")
+@pytest.mark.skipif(pair_names(DEFAULT_PAIR)[1] not in shipped_models(), reason="no shipped pair")
 def test_shipped_pair_is_the_default_both_ways(tmp_path):
-    """No model flags: the shipped codec pair encodes, and restore finds its upsampler by the tags."""
+    """No model flags: the default pair encodes, and restore finds its upsampler by the tags."""
     src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=3, audio=False)
     assert main([str(src), "-q"]) == 0
     with av.open(str(tmp_path / "in.vsr.mkv")) as c:
         tags = {k.upper(): v for k, v in c.metadata.items()}
-    assert tags["VSR_UPSAMPLER"] == "x2-codec-default-up"
+    assert (tags["VSR_DOWNSAMPLER"], tags["VSR_UPSAMPLER"]) == ("x2-codec-aware-down", "x2-codec-aware-up")
     assert main([str(tmp_path / "in.vsr.mkv"), "-q"]) == 0
     r = read_back(tmp_path / "in.restored.mkv")
     assert (r["width"], r["height"], r["frames"]) == (96, 64, 3)
@@ -136,7 +136,7 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
     assert main(["--report", str(src), "--down-model", down, "--up-model", up, "--crf", "26", "--preset", "fast",
                  "--report-json", str(out), "-q"]) == 0
     table = capsys.readouterr().out
-    assert "| vsr (learned 2x down + upsampler) | CRF 26 |" in table and "| native (full resolution) |" in table
+    assert "| vsr (pair: 2x down + upsampler) | CRF 26 |" in table and "| native (full resolution) |" in table
     data = json.loads(out.read_text())
     v, n = data["points"]["vsr"], data["points"]["native"]
     assert abs(n["kbps"] / v["kbps"] - 1) < 0.25  # rate-matched (tiny clips match loosely)
@@ -174,3 +174,19 @@ def test_stripped_base_layer_is_not_reduced_again(tmp_path, tiny_pair, capsys):
     # asked for explicitly, it is reduced again
     assert main([str(stripped), "-o", str(tmp_path / "again.vsr.mkv"), "--down-model", down, "--up-model", up,
                  "-q"]) == 0
+
+
+@pytest.mark.skipif("x2-codec-aware-down" not in shipped_models("downsampler"), reason="no shipped pair")
+def test_default_base_layer_is_the_bicubic_reduction():
+    """The default pair's downsampler has no learned part yet: its base layer is exactly the
+    antialiased bicubic reduction, which any player shows as an ordinary picture."""
+    import torch
+
+    import kernels
+    from tests.conftest import random_planes
+    from vsr_plugin.engine import Downscaler
+
+    y, u, v = random_planes(2, 37, 22, 10, seed=3)
+    got = Downscaler(pair_names(DEFAULT_PAIR)[0], device="cpu").downscale_planes(y, u, v, bits=10)
+    want = kernels.unpack_downscale(torch.zeros(2, 6, 10, 6), y, u, v, bits=10, backend="torch")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
