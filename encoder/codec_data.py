@@ -161,7 +161,8 @@ def build_cache(photos: Sequence[Path], spec: DegradeSpec, cache_root: str | Pat
     """
     folder = Path(cache_root) / spec.key
     folder.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(folder / "spec.json", (json.dumps({"version": CACHE_VERSION, **dataclasses.asdict(spec)}, indent=2) + "\n").encode())
+    described = {"version": CACHE_VERSION, **dataclasses.asdict(spec)}
+    write_bytes_atomic(folder / "spec.json", (json.dumps(described, indent=2) + "\n").encode())
     shards = [folder / f"{_photo_id(p).replace('/', '_')}.npz" for p in photos]
     todo = [(p, s) for p, s in zip(photos, shards) if not s.is_file()]
     for done, (path, shard) in enumerate(todo):

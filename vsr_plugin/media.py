@@ -153,14 +153,16 @@ def check_y4m_header(line: bytes, source: str) -> None:
         if value is None:
             raise MediaError(f"{bad}: no {name} ({key.decode()} field)")
         if not value.isdigit() or int(value) < 1:
-            raise MediaError(f"{bad}: {name} must be a positive integer, got {key.decode()}{value.decode(errors='replace')}")
+            got = key.decode() + value.decode(errors="replace")
+            raise MediaError(f"{bad}: {name} must be a positive integer, got {got}")
         if int(value) > Y4M_MAX_SIDE:
             raise MediaError(f"{bad}: {name} {int(value)} is larger than {Y4M_MAX_SIDE}")
     rate = fields.get(b"F")
     if rate is not None:
         num, _, den = rate.partition(b":")
         if not (num.isdigit() and den.isdigit() and int(num) > 0 and int(den) > 0):
-            raise MediaError(f"{bad}: frame rate must be F<num>:<den> with both positive, got F{rate.decode(errors='replace')}")
+            got = "F" + rate.decode(errors="replace")
+            raise MediaError(f"{bad}: frame rate must be F<num>:<den> with both positive, got {got}")
 
 
 class _CountingReader(io.RawIOBase):
@@ -356,7 +358,8 @@ class VideoInput:
         if self.colorimetry is None:
             order = str(getattr(self.stream.codec_context, "field_order", "") or "").lower()
             if frame.interlaced_frame or order in ("tt", "bb", "tb", "bt"):
-                notice(f"{'stdin' if self.path == PIPE_IN else self.path}: the video is interlaced; vsr scales whole frames as progressive ones, which "
+                where = "stdin" if self.path == PIPE_IN else self.path
+                notice(f"{where}: the video is interlaced; vsr scales whole frames as progressive ones, which "
                        "combs moving edges: deinterlace first (e.g. ffmpeg -vf bwdif) for a clean result")
             self.colorimetry = colorimetry_of(self.stream, frame)
             if from_rgb:

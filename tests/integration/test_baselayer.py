@@ -149,7 +149,8 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
     assert f"vsr {dp:+.2f} dB PSNR-Y, {dv:+.2f} VMAF" in verdict
 
 
-@pytest.mark.parametrize("dp,dv,head", [(0.5, 2.0, "vsr wins on both"), (-0.5, -2.0, "native full-resolution encode wins"),
+@pytest.mark.parametrize("dp,dv,head", [(0.5, 2.0, "vsr wins on both"),
+                                        (-0.5, -2.0, "native full-resolution encode wins"),
                                         (-0.5, 2.0, "mixed: vsr wins on VMAF, native on PSNR-Y"),
                                         (0.5, -2.0, "mixed: vsr wins on PSNR-Y, native on VMAF")])
 def test_report_verdict_names_the_winner(dp, dv, head):

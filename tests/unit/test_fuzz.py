@@ -28,7 +28,8 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
         elif op == 2 and b:  # delete a run
             del b[i:i + rng.randint(1, 5)]
         else:  # a field with an extreme number
-            b[i:i] = b" " + rng.choice(b"WHF") .to_bytes(1, "big") + str(rng.choice([0, -1, 10 ** rng.randint(1, 30)])).encode()
+            number = rng.choice([0, -1, 10 ** rng.randint(1, 30)])
+            b[i:i] = b" " + bytes([rng.choice(b"WHF")]) + str(number).encode()
     return bytes(b)
 
 

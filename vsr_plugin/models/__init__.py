@@ -19,7 +19,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 UPSAMPLER = "upsampler"
 DOWNSAMPLER = "downsampler"
 
-__all__ = ["CheckpointError", "CheckpointInfo", "DEFAULT_PAIR", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig", "PRESETS",
+__all__ = ["CheckpointError", "CheckpointInfo", "DEFAULT_PAIR", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig",
+           "PRESETS",
            "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "find_by_hash", "load_downsampler",
            "load_upsampler", "pair_names", "paired_upsampler", "resolve_weights", "save_downsampler",
            "save_upsampler", "shipped_models", "standalone_upsamplers", "read_info"]
