@@ -175,6 +175,12 @@ class _CountingReader(io.RawIOBase):
         super().__init__()
         self.raw, self.count, self.head = raw, 0, b""
         self._pending = b""
+        self.interrupted: BaseException | None = None
+
+    def reraise(self) -> None:
+        """Raise the interrupt (Ctrl-C, a signal) that arrived inside a read, if one did."""
+        if self.interrupted is not None:
+            raise self.interrupted
 
     def readable(self) -> bool:
         return True
@@ -192,7 +198,12 @@ class _CountingReader(io.RawIOBase):
         if self._pending:
             data, self._pending = self._pending[: len(buffer)], self._pending[len(buffer):]
         else:
-            data = self.raw.read(len(buffer))
+            try:
+                # read1: what has arrived (at least a byte), so a live pipe is not held until 1 MB
+                data = self.raw.read1(len(buffer)) if hasattr(self.raw, "read1") else self.raw.read(len(buffer))
+            except BaseException as e:  # noqa: BLE001 - Ctrl-C inside the demuxer's read callback:
+                self.interrupted = e    # PyAV would swallow it, so end the stream and re-raise after
+                return 0
         n = len(data)
         buffer[:n] = data
         self.count += n
@@ -270,7 +281,10 @@ class VideoInput:
                 except MediaError:
                     self._reader.close()
                     raise
-                self.container = av.open(self._reader, format="yuv4mpegpipe", buffer_size=1 << 20)
+                try:
+                    self.container = av.open(self._reader, format="yuv4mpegpipe", buffer_size=1 << 20)
+                finally:
+                    self._reader.reraise()
             else:
                 self.container = av.open(self.path)
         except av.error.FFmpegError as e:
@@ -417,6 +431,8 @@ class VideoInput:
                 self.frames_decoded += 1
                 if self.frames_decoded == self.max_frames:  # the first N frames were asked for: done
                     return
+        if self._reader is not None:
+            self._reader.reraise()
         if self.frames_decoded == 0 and self.damaged_packets:
             raise MediaError(f"cannot decode {self.path}: {self.damage_reason}")
         if self.frames_decoded == 0:

@@ -63,6 +63,31 @@ def test_pipe_bad_y4m_header_is_one_clear_line(tiny_model, header, message):
     assert proc.stderr.decode().strip().splitlines() == [f"vsr-transcode: error: bad y4m header on stdin: {message}"]
 
 
+def test_pipe_ctrl_c_says_the_stream_ends_early(tiny_model):
+    """Ctrl-C while the upstream still holds stdin open (the reader blocked in a read): exit 130
+    within the grace period, one line that does not claim nothing was written."""
+    import signal
+    import time
+
+    header, frame = b"YUV4MPEG2 W32 H24 F25:1 Ip C420jpeg\n", b"FRAME\n" + bytes(32 * 24 + 2 * 16 * 12)
+    proc = subprocess.Popen(PIPE + ["--model", tiny_model, "--batch", "1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc.stdin.write(header + frame * 20)  # more than the muxer's 32 KB output buffer
+    proc.stdin.flush()
+    got = proc.stdout.read(40)  # the output has started
+    assert got.startswith(b"YUV4MPEG2 W64 H48 ")
+    time.sleep(0.3)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read().decode()  # stdin stays open: the reader thread is blocked in read()
+    assert proc.wait(timeout=60) == 130
+    assert time.monotonic() - start < 30
+    assert err.strip().splitlines()[-1] == "vsr-transcode: interrupted; the output stream ends early"
+    assert "Traceback" not in err and "terminate called" not in err
+    proc.stdin.close()
+
+
 def test_pipe_keeps_the_sample_aspect_ratio(tmp_path, tiny_model):
     src = make_clip(tmp_path / "in.mkv", size=(32, 24), frames=3, vcodec="ffv1", audio=False, sar="16/11")
     proc = subprocess.run(PIPE + ["--model", tiny_model], input=_y4m_bytes(src), capture_output=True, timeout=120)
