@@ -265,21 +265,36 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+# Signals received during this run. An interrupt can surface as another exception (numpy turns one
+# that lands inside its first import into an ImportError); the run still ends as interrupted.
+_SIGNALLED: list[int] = []
+
+
 def _raise_terminated(signum: int, frame) -> None:
+    _SIGNALLED.append(signum)
     raise Terminated(signum)
 
 
+def _raise_interrupt(signum: int, frame) -> None:
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt
+
+
 def _catch_termination() -> list[tuple[int, object]]:
-    """Route SIGTERM and SIGHUP through :class:`Terminated` (main thread only); the old handlers."""
+    """Route SIGTERM and SIGHUP through :class:`Terminated`, and note SIGINT (main thread only);
+    the old handlers."""
     import signal
     import threading
 
+    _SIGNALLED.clear()
     if threading.current_thread() is not threading.main_thread():
         return []
     old = []
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) == signal.SIG_DFL:  # leave a caller's own handler (or SIG_IGN) alone
-            old.append((sig, signal.signal(sig, _raise_terminated)))
+    for sig, ours, default in ((signal.SIGTERM, _raise_terminated, signal.SIG_DFL),
+                               (signal.SIGHUP, _raise_terminated, signal.SIG_DFL),
+                               (signal.SIGINT, _raise_interrupt, signal.default_int_handler)):
+        if signal.getsignal(sig) == default:  # leave a caller's own handler (or SIG_IGN) alone
+            old.append((sig, signal.signal(sig, ours)))
     return old
 
 
@@ -297,14 +312,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vsr-transcode: interrupted; {_what_was_written(pipe)}", file=sys.stderr)
         code = EXIT_INTERRUPTED
     except Terminated as t:
-        print(f"vsr-transcode: stopped by {signal.Signals(t.signum).name}; {_what_was_written(pipe)}", file=sys.stderr)
+        name = signal.Signals(t.signum).name
+        print(f"vsr-transcode: stopped by {name}; {_what_was_written(pipe)}", file=sys.stderr)
         code = 128 + t.signum
+    except BaseException:
+        if not _SIGNALLED:
+            raise
+        signum = _SIGNALLED[0]
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"vsr-transcode: {what}; {_what_was_written(pipe)}", file=sys.stderr)
+        code = 128 + signum
     finally:
         for sig, handler in old_handlers:
             signal.signal(sig, handler)
-    from .pipeline import stages_alive
-
-    if code >= 128 and stages_alive():
+    # no new imports after an interrupt: one that hit an import left that module half-loaded
+    pipeline = sys.modules.get(f"{__package__}.pipeline")
+    if code >= 128 and pipeline is not None and pipeline.stages_alive():
         # a stage still blocked (e.g. in a read from stdin): end now rather than at interpreter exit
         sys.stderr.flush()
         os._exit(code)
