@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import DEFAULT_PAIR, __version__
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILURE, EXIT_USAGE = 1, 2  # a signal ends a run with 128 + its number (Ctrl-C: 130)
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -308,17 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         old_handlers = _catch_termination()
         code = _main(argv, pipe)
-    except KeyboardInterrupt:
-        print(f"vsr-transcode: interrupted; {_what_was_written(pipe)}", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    except Terminated as t:
-        name = signal.Signals(t.signum).name
-        print(f"vsr-transcode: stopped by {name}; {_what_was_written(pipe)}", file=sys.stderr)
-        code = 128 + t.signum
-    except BaseException:
-        if not _SIGNALLED:
+    except BaseException as e:
+        # which signal ended the run: Ctrl-C, SIGTERM/SIGHUP, or one a library turned into another exception
+        if isinstance(e, KeyboardInterrupt):
+            signum = signal.SIGINT
+        elif isinstance(e, Terminated):
+            signum = e.signum
+        elif _SIGNALLED:
+            signum = _SIGNALLED[0]
+        else:
             raise
-        signum = _SIGNALLED[0]
         what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
         print(f"vsr-transcode: {what}; {_what_was_written(pipe)}", file=sys.stderr)
         code = 128 + signum
