@@ -182,8 +182,9 @@ def build_cache(photos: Sequence[Path], spec: DegradeSpec, cache_root: str | Pat
     return shards
 
 
-def load_cache(shards: Sequence[Path]) -> list[SRPair]:
-    """Every frame of every shard as an :class:`SRPair` of (coded base, HR)."""
+def load_cache(shards: Sequence[Path], *, crf: tuple[int, int] | None = None) -> list[SRPair]:
+    """Every frame of every shard as an :class:`SRPair` of (coded base, HR); with ``crf = (low,
+    high)``, only the sequences coded at a CRF in that range, and the uncoded ones."""
     pairs = []
     for shard in shards:
         with np.load(shard) as z:
@@ -192,6 +193,8 @@ def load_cache(shards: Sequence[Path]) -> list[SRPair]:
             planes = {k: z[k] for k in ("hr_y", "hr_u", "hr_v", "lr_y", "lr_u", "lr_v")}
             crfs = z["crf"]
         for s in range(len(crfs)):
+            if crf is not None and crfs[s] >= 0 and not crf[0] <= crfs[s] <= crf[1]:
+                continue
             for t in range(planes["hr_y"].shape[1]):
                 hr = Frame(y=planes["hr_y"][s, t], u=planes["hr_u"][s, t], v=planes["hr_v"][s, t])
                 lr = Frame(y=planes["lr_y"][s, t], u=planes["lr_u"][s, t], v=planes["lr_v"][s, t])
@@ -200,6 +203,7 @@ def load_cache(shards: Sequence[Path]) -> list[SRPair]:
 
 
 def codec_pairs(photos: Sequence[Path], spec: DegradeSpec, cache_root: str | Path, *,
-                quiet: bool = False) -> list[SRPair]:
-    """The (coded base, HR) pairs of ``photos``, built into the cache first where missing."""
-    return load_cache(build_cache(photos, spec, cache_root, quiet=quiet))
+                crf: tuple[int, int] | None = None, quiet: bool = False) -> list[SRPair]:
+    """The (coded base, HR) pairs of ``photos``, built into the cache first where missing
+    (``crf``: see :func:`load_cache`)."""
+    return load_cache(build_cache(photos, spec, cache_root, quiet=quiet), crf=crf)

@@ -7,6 +7,8 @@ The degradation is the literature's: HR RGB -> bicubic antialiased downscale in 
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,35 +118,33 @@ def _transform(plane: np.ndarray, op: int) -> np.ndarray:
 
 
 class CropSampler:
-    """Random aligned HR/LR crops with flips and 90-degree rotations, driven by a torch Generator
-    (whose state is saved with training checkpoints, so a resumed run sees the same batches)."""
+    """Random aligned HR/LR crops with flips and 90-degree rotations, drawn with the torch Generator
+    each call is given (training gives one per step, see :class:`BatchPrefetcher`)."""
 
-    def __init__(self, pairs: Sequence[SRPair], *, scale: int, crop: int, generator: torch.Generator) -> None:
+    def __init__(self, pairs: Sequence[SRPair], *, scale: int, crop: int) -> None:
         if crop % (2 * scale):
             raise ValueError(f"crop {crop} must be a multiple of 2 x scale = {2 * scale}")
         self.pairs = [p for p in pairs if min(p.hr.height, p.hr.width) >= crop]
         if not self.pairs:
             raise ValueError(f"no training image is at least {crop}x{crop}")
-        self.scale, self.crop, self.gen = scale, crop, generator
+        self.scale, self.crop = scale, crop
         areas = torch.tensor([float(p.hr.height * p.hr.width) for p in self.pairs])
         self.weights = areas / areas.sum()  # sample images by area: every pixel equally likely
 
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (1,), generator=self.gen))
-
-    def sample(self, batch: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """``(lr_y, lr_u, lr_v), (hr_y, hr_u, hr_v)`` uint8 tensors with a leading batch dim."""
+        randint = lambda high: int(torch.randint(high, (1,), generator=generator))  # noqa: E731
         s, c = self.scale, self.crop
         lc = c // s  # LR crop (even)
-        idx = torch.multinomial(self.weights, batch, replacement=True, generator=self.gen)
+        idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         lr_planes: list[list[np.ndarray]] = [[], [], []]
         hr_planes: list[list[np.ndarray]] = [[], [], []]
         for i in idx.tolist():
             pair = self.pairs[i]
             # top-left on the LR chroma grid keeps luma, chroma and both resolutions aligned
-            cy = self._randint((pair.lr.height - lc) // 2 + 1)
-            cx = self._randint((pair.lr.width - lc) // 2 + 1)
-            op = self._randint(8)
+            cy = randint((pair.lr.height - lc) // 2 + 1)
+            cx = randint((pair.lr.width - lc) // 2 + 1)
+            op = randint(8)
             for k, (lr_p, hr_p) in enumerate(zip(pair.lr.planes, pair.hr.planes)):
                 f = 2 if k == 0 else 1  # luma rows per chroma row
                 lr_crop = lr_p[f * cy: f * cy + f * lc // 2, f * cx: f * cx + f * lc // 2]
@@ -153,3 +153,64 @@ class CropSampler:
                 hr_planes[k].append(_transform(hr_crop, op))
         stack = lambda planes: tuple(torch.from_numpy(np.stack(p)) for p in planes)  # noqa: E731
         return stack(lr_planes), stack(hr_planes)
+
+
+Batch = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
+
+
+class BatchPrefetcher:
+    """Training batches made ahead on a background thread, so the training thread only trains.
+
+    Batch ``k`` (``k = step x accum + micro-step``) is drawn with a generator seeded from
+    ``(seed, k)`` alone, so the sequence does not depend on how far ahead the thread ran, and a
+    resumed run (``start`` = the saved step's first batch) sees exactly the batches an
+    uninterrupted run would. Crop assembly is numpy and torch work that releases the GIL.
+    Use it as a context manager: the thread is stopped and joined on exit.
+    """
+
+    def __init__(self, sampler: CropSampler, *, batch: int, seed: int, start: int, depth: int = 4) -> None:
+        self.sampler, self.batch, self.seed, self.next_index = sampler, batch, seed, start
+        self._queue: queue.Queue[tuple[int, Batch | BaseException]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vsr-batches", daemon=True)
+        self._thread.start()
+
+    def batch_at(self, index: int) -> Batch:
+        """The batch of index ``index`` (what the thread makes; callable directly)."""
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2**63)
+        return self.sampler.sample(self.batch, gen)
+
+    def _run(self) -> None:
+        index = self.next_index
+        while not self._stop.is_set():
+            try:
+                item: Batch | BaseException = self.batch_at(index)
+            except BaseException as e:  # handed to the training thread, raised there
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put((index, item), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+            index += 1
+
+    def next(self) -> Batch:
+        index, item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        assert index == self.next_index, (index, self.next_index)
+        self.next_index += 1
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> BatchPrefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

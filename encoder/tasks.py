@@ -98,7 +98,8 @@ class SRTask:
 
     def describe(self) -> str:
         c = self.cfg
-        seen = "bicubic" if c.degradation == "bicubic" else f"{c.degradation} {c.degrade_preset} CRF {c.degrade_crf}"
+        crf = c.train_crf or c.degrade_crf
+        seen = "bicubic" if c.degradation == "bicubic" else f"{c.degradation} {c.degrade_preset} CRF {crf}"
         return f"{c.model} x{c.scale} upsampler{' (re-parameterised blocks)' if c.reparam else ''} on {seen} inputs"
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:

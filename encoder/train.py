@@ -40,14 +40,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 import kernels
 from vsr_plugin.atomic import atomic_output, write_bytes_atomic
+from vsr_plugin.cpu_features import has_native_bf16
 from vsr_plugin.models import DOWN_PRESETS, PRESETS
 
 from .codec_data import DegradeSpec, codec_pairs
-from .data import CropSampler, list_images, load_pairs, split_validation
+from .data import BatchPrefetcher, CropSampler, list_images, load_pairs, split_validation
 from .tasks import JointTask, SRTask
 
 MODES = ("sr", "joint")
-DEGRADATIONS = ("bicubic", "x264", "x265")
+DEGRADATIONS = ("bicubic", "x264", "x265", "x264+x265")
 AMP = ("auto", "none", "bf16", "fp16")
 
 
@@ -64,9 +65,12 @@ class TrainConfig:
     exclude: str = ""                # file stems kept out of training and validation (comma-separated),
                                      # e.g. the photos a benchmark clip is made of
     degradation: str = "bicubic"     # sr: what the upsampler's input went through: bicubic (the clean SR
-                                     # protocol) | x264 | x265 (the product's base layer: codec_data.py)
+                                     # protocol) | x264 | x265 | x264+x265 (the product's base layer, through
+                                     # one codec or each codec in turn, same photos: codec_data.py)
     degrade_crf: str = "12,38"       # sr with a codec: CRF range drawn per sequence
     degrade_preset: str = "medium"   # sr with a codec: encoder preset
+    train_crf: str = ""              # sr with a codec: train and validate only on the sequences coded at a CRF
+                                     # in LOW,HIGH (and the uncoded ones): a model for part of the ladder
     degrade_window: int = 0          # sr with a codec: HR window edge of the coded sequences; 0: 2 x crop
     cache: str = "runs/cache"        # sr with a codec: where the coded sequences are cached
     val_count: int = 10              # images held out (every k-th file) for validation
@@ -87,7 +91,7 @@ class TrainConfig:
     grad_clip: float = 0.0           # max gradient norm; 0 disables
     ema: float = 0.999               # EMA decay of the evaluated/exported weights; 0 disables
     luma_weight: float = 0.8         # share of the loss on Y; U and V share the rest
-    amp: str = "auto"                # auto (bf16 on CUDA, none on CPU) | none | bf16 | fp16
+    amp: str = "auto"                # auto (bf16 on CUDA and native-BF16 CPUs, else none) | none | bf16 | fp16
     patience: int = 0                # stop after this many epochs without improvement; 0 never
     seed: int = 0
     resume: bool = False             # continue from OUT/state.* if present
@@ -127,6 +131,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.rescale_factors  # validates
+        self.train_crf_range
         self.proxy_quality_range
         if self.reparam and self.mode != "sr":
             raise ValueError("--reparam applies to sr mode")
@@ -135,7 +140,7 @@ class TrainConfig:
         if self.degradation != "bicubic":
             if self.mode != "sr":
                 raise ValueError("--degradation applies to sr mode; joint training has its own codec proxy")
-            if self.degrade_spec().size < self.crop:
+            if self.degrade_specs()[0].size < self.crop:
                 raise ValueError(f"degrade_window {self.degrade_window} is smaller than the crop {self.crop}")
         if self.mode == "joint" and self.down_model not in DOWN_PRESETS:
             raise ValueError(f"down_model must be one of {', '.join(DOWN_PRESETS)}, got {self.down_model!r}")
@@ -152,15 +157,27 @@ class TrainConfig:
             raise ValueError(f"proxy_quality range {self.proxy_quality!r} is empty")
         return lo, hi
 
-    def degrade_spec(self) -> DegradeSpec:
-        """The coded-base-layer spec of ``--degradation x264|x265`` (training pairs)."""
+    @property
+    def train_crf_range(self) -> tuple[int, int] | None:
+        if not self.train_crf:
+            return None
+        try:
+            lo, hi = (int(x) for x in self.train_crf.split(","))
+        except ValueError:
+            raise ValueError(f"train_crf must be 'LOW,HIGH', got {self.train_crf!r}") from None
+        if lo > hi:
+            raise ValueError(f"train_crf range {self.train_crf!r} is empty")
+        return lo, hi
+
+    def degrade_specs(self) -> list[DegradeSpec]:
+        """The coded-base-layer specs of ``--degradation`` (training pairs): one per codec."""
         try:
             lo, hi = (int(x) for x in self.degrade_crf.split(","))
         except ValueError:
             raise ValueError(f"degrade_crf must be 'LOW,HIGH', got {self.degrade_crf!r}") from None
-        return DegradeSpec(codec=self.degradation, preset=self.degrade_preset, crf=(lo, hi),
-                           size=self.degrade_window or 2 * self.crop, rescales=self.rescale_factors,
-                           seed=self.seed)
+        return [DegradeSpec(codec=codec, preset=self.degrade_preset, crf=(lo, hi),
+                            size=self.degrade_window or 2 * self.crop, rescales=self.rescale_factors, seed=self.seed)
+                for codec in self.degradation.split("+")]
 
     @property
     def rescale_factors(self) -> tuple[float, ...]:
@@ -316,9 +333,18 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p.detach(), 1.0 - decay)
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``--amp auto``: bf16 on CUDA and on CPUs that compute bf16 natively (AVX-512 BF16, AMX),
+    where it trains at the same quality several times faster (README, training speed); none elsewhere,
+    where torch would emulate bf16 more slowly than fp32."""
+    if amp != "auto":
+        return amp
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and has_native_bf16()) else "none"
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
     """A factory of autocast contexts for the networks (kernels stay in float32), and its name."""
-    amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+    amp = resolve_amp(cfg.amp, device)
     if amp == "none":
         return nullcontext, amp
     if amp == "fp16" and device.type != "cuda":
@@ -411,12 +437,14 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
         val_pairs = load_pairs(val_files, cfg.scale)
     else:
         # every rank builds the same deterministic shards (atomic writes), then reads them
-        spec = cfg.degrade_spec()
-        pairs = codec_pairs(train_files, spec, cfg.cache, quiet=not ctx.main)
-        val_spec = dataclasses.replace(spec, rescales=(), seed=spec.seed + 1)
-        val_pairs = codec_pairs(val_files, val_spec, cfg.cache, quiet=not ctx.main)[::3]
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # each rank its own crops
-    sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop, generator=gen)
+        pairs, val_pairs = [], []
+        for spec in cfg.degrade_specs():
+            crf = cfg.train_crf_range
+            pairs += codec_pairs(train_files, spec, cfg.cache, crf=crf, quiet=not ctx.main)
+            val_spec = dataclasses.replace(spec, rescales=(), seed=spec.seed + 1)
+            val_pairs += codec_pairs(val_files, val_spec, cfg.cache, crf=crf, quiet=not ctx.main)[::3]
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # the task's draws (joint: codec proxy)
+    sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop)
     autocast, amp = _autocast(cfg, ctx.device)
     task = SRTask(cfg, ctx.device) if cfg.mode == "sr" else JointTask(cfg, ctx.device, gen, autocast)
     net = task.model
@@ -450,71 +478,74 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     t0, seen, running = time.perf_counter(), 0, 0.0
     session_start = t0
     end = min(cfg.stop_at, cfg.steps) if cfg.stop_at else cfg.steps
-    while step < end:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
-        opt.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for micro in range(cfg.accum):
-            lr_planes, hr_planes = sampler.sample(cfg.batch)
-            lr_planes, hr_planes = _planes_to(lr_planes, ctx.device), _planes_to(hr_planes, ctx.device)
-            sync = nullcontext() if (not ctx.active or micro == cfg.accum - 1) else model.no_sync()
-            with sync:
-                loss = task.loss(model, lr_planes, hr_planes, autocast()) / cfg.accum
-                scaler.scale(loss).backward()
-            loss_sum += float(loss.detach())
-        if cfg.grad_clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        if ema is not None:
-            ema_update(ema, net, cfg.ema if step >= cfg.warmup else 0.0)
-        step += 1
-        seen += 1
-        running += loss_sum
-        if writer is not None and step % 50 == 0:
-            writer.add_scalar("train/loss", loss_sum, step)
-            writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
+    # each rank its own crops; batch k depends on (seed, rank, k) only, so resuming is exact
+    with BatchPrefetcher(sampler, batch=cfg.batch, seed=cfg.seed * 1000 + ctx.rank,
+                         start=step * cfg.accum) as batches:
+        while step < end:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for micro in range(cfg.accum):
+                lr_planes, hr_planes = batches.next()
+                lr_planes, hr_planes = _planes_to(lr_planes, ctx.device), _planes_to(hr_planes, ctx.device)
+                sync = nullcontext() if (not ctx.active or micro == cfg.accum - 1) else model.no_sync()
+                with sync:
+                    loss = task.loss(model, lr_planes, hr_planes, autocast()) / cfg.accum
+                    scaler.scale(loss).backward()
+                loss_sum += float(loss.detach())
+            if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if ema is not None:
+                ema_update(ema, net, cfg.ema if step >= cfg.warmup else 0.0)
+            step += 1
+            seen += 1
+            running += loss_sum
+            if writer is not None and step % 50 == 0:
+                writer.add_scalar("train/loss", loss_sum, step)
+                writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
 
-        out_of_time = cfg.max_time > 0 and _agree(time.perf_counter() - session_start >= cfg.max_time, ctx)
-        if step % cfg.epoch_steps == 0 or step == end or out_of_time:
-            epoch_time = time.perf_counter() - t0
-            elapsed += epoch_time
-            rate = seen / epoch_time
-            sums, images = task.validate(eval_net, val_pairs[ctx.rank::ctx.world])
-            scores = task.score(_all_sum(sums, ctx))
-            net.train()
-            val_psnr = scores["val_psnr_y"]
-            improved = val_psnr > best
-            best, stale = (val_psnr, 0) if improved else (best, stale + 1)
-            history.append({"step": step, "train_loss": running / seen, **scores})
-            extra = "".join(f"  {k.removeprefix('val_')} {v:.3f}" for k, v in scores.items() if k != "val_psnr_y")
-            _log(ctx, f"step {step}/{cfg.steps}  loss {running / seen:.5f}  val PSNR-Y {val_psnr:.3f} dB"
-                      f"{' (best)' if improved else ''}{extra}  lr {opt.param_groups[0]['lr']:.2e}  {rate:.2f} steps/s")
-            if writer is not None:
-                for k, v in scores.items():
-                    writer.add_scalar(f"val/{k.removeprefix('val_')}", v, step)
-                for k, (image, pair) in enumerate(zip(images, val_pairs[ctx.rank::ctx.world])):
-                    writer.add_image(f"val/{pair.name}", image, step)
-                writer.flush()
-            if ctx.main:
-                summary = _summary(cfg, step, best, history, ctx, elapsed)
-                if improved:
-                    task.export(eval_net, out, summary)
-                save_state(out, step, net, ema, opt, gen,
-                           {"best_psnr": best, "stale_epochs": stale, "history": history, "elapsed_s": elapsed,
-                            "config": dataclasses.asdict(cfg)})
-            if ctx.active:
-                dist.barrier()
-            t0, seen, running = time.perf_counter(), 0, 0.0
-            if cfg.patience and stale >= cfg.patience:
-                stopped_early = True
-                _log(ctx, f"early stop: no validation improvement for {stale} epochs")
-                break
-            if out_of_time:
-                _log(ctx, f"time budget of {cfg.max_time:g} s spent at step {step}; continue with --resume")
-                break
+            out_of_time = cfg.max_time > 0 and _agree(time.perf_counter() - session_start >= cfg.max_time, ctx)
+            if step % cfg.epoch_steps == 0 or step == end or out_of_time:
+                epoch_time = time.perf_counter() - t0
+                elapsed += epoch_time
+                rate = seen / epoch_time
+                sums, images = task.validate(eval_net, val_pairs[ctx.rank::ctx.world])
+                scores = task.score(_all_sum(sums, ctx))
+                net.train()
+                val_psnr = scores["val_psnr_y"]
+                improved = val_psnr > best
+                best, stale = (val_psnr, 0) if improved else (best, stale + 1)
+                history.append({"step": step, "train_loss": running / seen, **scores})
+                extra = "".join(f"  {k.removeprefix('val_')} {v:.3f}" for k, v in scores.items() if k != "val_psnr_y")
+                _log(ctx, f"step {step}/{cfg.steps}  loss {running / seen:.5f}  val PSNR-Y {val_psnr:.3f} dB"
+                          f"{' (best)' if improved else ''}{extra}  lr {opt.param_groups[0]['lr']:.2e}  {rate:.2f} steps/s")
+                if writer is not None:
+                    for k, v in scores.items():
+                        writer.add_scalar(f"val/{k.removeprefix('val_')}", v, step)
+                    for k, (image, pair) in enumerate(zip(images, val_pairs[ctx.rank::ctx.world])):
+                        writer.add_image(f"val/{pair.name}", image, step)
+                    writer.flush()
+                if ctx.main:
+                    summary = _summary(cfg, step, best, history, ctx, elapsed)
+                    if improved:
+                        task.export(eval_net, out, summary)
+                    save_state(out, step, net, ema, opt, gen,
+                               {"best_psnr": best, "stale_epochs": stale, "history": history, "elapsed_s": elapsed,
+                                "config": dataclasses.asdict(cfg)})
+                if ctx.active:
+                    dist.barrier()
+                t0, seen, running = time.perf_counter(), 0, 0.0
+                if cfg.patience and stale >= cfg.patience:
+                    stopped_early = True
+                    _log(ctx, f"early stop: no validation improvement for {stale} epochs")
+                    break
+                if out_of_time:
+                    _log(ctx, f"time budget of {cfg.max_time:g} s spent at step {step}; continue with --resume")
+                    break
 
     digest = params_digest(eval_net)
     digests = [digest]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -53,6 +54,16 @@ def test_cache_is_deterministic_and_resumes(photos, tmp_path):
     assert other[0].parent != a[0].parent
 
 
+def test_a_crf_range_keeps_its_sequences_and_the_uncoded_ones(photos, tmp_path):
+    shards = build_cache(photos, SPEC, tmp_path, quiet=True)
+    crfs = np.concatenate([z["crf"] for z in _arrays(shards)])
+    assert sorted(crfs.tolist()) == [-1, -1, -1, 23, 24]
+    name_crf = lambda pair: int(re.search(r"-crf(-?\d+)-", pair.name).group(1))  # noqa: E731
+    kept = load_cache(shards, crf=(20, 23))
+    assert sorted({name_crf(p) for p in kept}) == [-1, 23] and len(kept) == 4 * SPEC.frames
+    assert len(load_cache(shards)) == SPEC.frames * len(crfs)
+
+
 def test_pairs_are_the_products_reduction_through_the_codec(photos, tmp_path):
     shards = build_cache(photos, SPEC, tmp_path, quiet=True)
     z = _arrays(shards)
@@ -87,14 +98,16 @@ def test_higher_crf_codes_worse():
     assert quality[0] > quality[1] > quality[2]
 
 
-def test_training_on_coded_pairs(image_dir, tmp_path):
+@pytest.mark.parametrize("codecs", ["x264", "x264+x265"])
+def test_training_on_coded_pairs(image_dir, tmp_path, codecs):
     argv = ["--model", "fast", "--crop", "32", "--batch", "4", "--val-count", "2", "--samples", "1",
             "--warmup", "2", "--ema", "0", "--threads", "1", "--data", str(image_dir), "--out", str(tmp_path / "run"),
-            "--cache", str(tmp_path / "cache"), "--steps", "4", "--epoch-steps", "2", "--degradation", "x264",
+            "--cache", str(tmp_path / "cache"), "--steps", "4", "--epoch-steps", "2", "--degradation", codecs,
             "--degrade-crf", "25,35"]
     result = train(config_from_args(argv))
-    assert result.step == 4 and result.summary["config"]["degradation"] == "x264"
-    assert len(list((tmp_path / "cache").glob("x264-*/*.npz"))) == 12  # 10 training + 2 validation photos
+    assert result.step == 4 and result.summary["config"]["degradation"] == codecs
+    for codec in codecs.split("+"):  # each codec's cache: 10 training + 2 validation photos
+        assert len(list((tmp_path / "cache").glob(f"{codec}-*/*.npz"))) == 12
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -102,6 +115,7 @@ def test_training_on_coded_pairs(image_dir, tmp_path):
     (["--degradation", "x264", "--degrade-crf", "30"], "degrade_crf must be 'LOW,HIGH'"),
     (["--degradation", "x264", "--degrade-crf", "30,60"], "CRF range must satisfy"),
     (["--degradation", "x264", "--mode", "joint"], "applies to sr mode"),
+    (["--degradation", "x264", "--train-crf", "30,20"], "train_crf range '30,20' is empty"),
     (["--exclude", "nope"], "--exclude names images that are not in --data: nope"),
 ])
 def test_bad_degradation_is_one_clear_line(argv, message, image_dir, capsys):

@@ -63,7 +63,7 @@ def test_downscale_base_matches_torch_antialiased_bicubic_inside():
 def _fixed_batch_loss(task, model, image_dir) -> float:
     """The joint loss on one fixed batch with fixed proxy draws (so before/after compare fairly)."""
     pairs = load_pairs(list_images(image_dir)[:6], 2)
-    lr, hr = CropSampler(pairs, scale=2, crop=32, generator=torch.Generator().manual_seed(3)).sample(8)
+    lr, hr = CropSampler(pairs, scale=2, crop=32).sample(8, torch.Generator().manual_seed(3))
     model.generator = torch.Generator().manual_seed(4)
     with torch.no_grad():
         return float(task.loss(model, lr, hr, nullcontext()))

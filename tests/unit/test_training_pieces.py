@@ -1,0 +1,77 @@
+"""Training machinery that is not a network: precision choice, the batch prefetcher."""
+
+import threading
+
+import pytest
+import torch
+
+from encoder.data import BatchPrefetcher, CropSampler, SRPair, make_pair
+from encoder.train import config_from_args, resolve_amp
+from vsr_plugin.cpu_features import has_native_bf16
+
+
+@pytest.mark.parametrize("flags,native", [
+    ({"avx2", "fma"}, False),
+    ({"avx512f", "avx512bw"}, False),  # AVX-512 without BF16: torch emulates bf16, slower than fp32
+    ({"avx512f", "avx512_bf16"}, True),
+    ({"amx_tile", "amx_bf16"}, True),
+    (set(), False),
+])
+def test_native_bf16_is_read_from_the_cpu_flags(flags, native):
+    assert has_native_bf16(frozenset(flags)) is native
+
+
+def test_amp_auto_follows_the_device(monkeypatch):
+    import encoder.train as train_module
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "has_native_bf16", lambda: True)
+    assert resolve_amp("auto", cpu) == "bf16"
+    monkeypatch.setattr(train_module, "has_native_bf16", lambda: False)
+    assert resolve_amp("auto", cpu) == "none"
+    assert resolve_amp("auto", torch.device("cuda")) == "bf16"
+    assert resolve_amp("none", torch.device("cuda")) == "none" and resolve_amp("bf16", cpu) == "bf16"
+
+
+def _sampler() -> CropSampler:
+    g = torch.Generator().manual_seed(0)
+    pairs: list[SRPair] = [make_pair(torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy(), 2)
+                           for h, w in ((64, 96), (80, 64), (72, 72))]
+    return CropSampler(pairs, scale=2, crop=32)
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a[0] + a[1], b[0] + b[1]))
+
+
+def test_prefetched_batches_depend_on_their_index_only():
+    sampler = _sampler()
+    with BatchPrefetcher(sampler, batch=3, seed=7, start=0, depth=1) as slow, \
+            BatchPrefetcher(sampler, batch=3, seed=7, start=0, depth=8) as deep:
+        first = [slow.next() for _ in range(6)]
+        assert all(_same(a, deep.next()) for a in first)
+    # a resumed run starting at batch 4 sees batches 4, 5 of the uninterrupted one
+    with BatchPrefetcher(sampler, batch=3, seed=7, start=4) as resumed:
+        assert _same(resumed.next(), first[4]) and _same(resumed.next(), first[5])
+    with BatchPrefetcher(sampler, batch=3, seed=8, start=0) as other:
+        assert not _same(other.next(), first[0])
+    lr, hr = first[0]
+    assert [tuple(p.shape) for p in lr + hr] == [(3, 16, 16), (3, 8, 8), (3, 8, 8), (3, 32, 32), (3, 16, 16),
+                                                  (3, 16, 16)]
+    assert all(p.dtype == torch.uint8 for p in lr + hr)
+
+
+def test_prefetcher_thread_ends_on_exit_and_errors_reach_the_caller():
+    sampler = _sampler()
+    with BatchPrefetcher(sampler, batch=2, seed=0, start=0) as batches:
+        batches.next()
+    assert not any(t.name == "vsr-batches" for t in threading.enumerate())
+    with pytest.raises(RuntimeError, match="cannot sample"):  # raised on the thread, re-raised here
+        with BatchPrefetcher(sampler, batch=-1, seed=0, start=0) as broken:
+            broken.next()
+    assert not any(t.name == "vsr-batches" for t in threading.enumerate())
+
+
+def test_mixed_codec_degradation_makes_one_spec_per_codec():
+    cfg = config_from_args(["--degradation", "x264+x265", "--degrade-crf", "20,30"])
+    assert [s.codec for s in cfg.degrade_specs()] == ["x264", "x265"]
+    assert {s.crf for s in cfg.degrade_specs()} == {(20, 30)}
