@@ -13,6 +13,7 @@ The networks define ``forward`` only; everything here is the training wrapper ar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -85,9 +86,14 @@ class SRTask:
 
     def __init__(self, cfg, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
+        self.grown_from = 0
         if cfg.init and cfg.init != "random":
             net, _ = load_upsampler(cfg.init, scale=cfg.scale)
-            if net.config != cfg.architecture():
+            arch = cfg.architecture()
+            if net.config == dataclasses.replace(arch, blocks=net.config.blocks) and net.config.blocks < arch.blocks:
+                self.grown_from = net.config.blocks
+                net = Upsampler.deepened(net, arch.blocks)  # the same function, with room to learn more
+            elif net.config != arch:
                 raise ValueError(f"--init weights are {net.config}, not the {cfg.model!r} architecture")
         else:
             net = Upsampler(cfg.architecture())
@@ -100,7 +106,9 @@ class SRTask:
         c = self.cfg
         crf = c.train_crf or c.degrade_crf
         seen = "bicubic" if c.degradation == "bicubic" else f"{c.degradation} {c.degrade_preset} CRF {crf}"
-        return f"{c.model} x{c.scale} upsampler{' (re-parameterised blocks)' if c.reparam else ''} on {seen} inputs"
+        grown = f" (deepened from {self.grown_from} blocks)" if self.grown_from else ""
+        return (f"{c.model} x{c.scale} upsampler{' (re-parameterised blocks)' if c.reparam else ''}{grown} "
+                f"on {seen} inputs")
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         with autocast:

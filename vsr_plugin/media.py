@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -310,6 +310,7 @@ class VideoInput:
         self.bits: int | None = None
         self.colorimetry: Colorimetry | None = None
         self.rotation_matrix: list[int] | None = None
+        self.hdr: HdrMetadata | None = None
         self.sample_aspect_ratio = self.stream.sample_aspect_ratio
         self._notified: set[str] = set()
         self._raw_frame_bytes: int | None = None
@@ -385,6 +386,7 @@ class VideoInput:
                     transfer=c.transfer if c.transfer not in (0, 2) else (1 if hd else 6))
             self.bits = PIX_FMTS[name]
             self.rotation_matrix = _display_matrix(frame)
+            self.hdr = _hdr_metadata(frame)
         y, u, v = planes_of(frame)
         return Frame(y=y, u=u, v=v, bits=PIX_FMTS[name], colorimetry=self.colorimetry)
 
@@ -483,6 +485,79 @@ def _display_matrix(frame: av.VideoFrame) -> list[int] | None:
     return np.frombuffer(bytes(sd), "<i4").tolist()
 
 
+@dataclass(frozen=True, kw_only=True)
+class HdrMetadata:
+    """HDR10 static metadata: the mastering display (SMPTE ST 2086) and the content light levels.
+
+    Chromaticities are CIE 1931 x, y; luminances in cd/m^2; ``max_cll``/``max_fall`` in cd/m^2
+    (None when the input has no content light level). What the encoders take, in their units.
+    """
+
+    red: tuple[float, float] | None = None
+    green: tuple[float, float] | None = None
+    blue: tuple[float, float] | None = None
+    white: tuple[float, float] | None = None
+    max_luminance: float | None = None
+    min_luminance: float | None = None
+    max_cll: int | None = None
+    max_fall: int | None = None
+
+    def _st2086(self, chroma, luma) -> str | None:
+        """``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)``, the string x264, x265 and SVT-AV1 read."""
+        if None in (self.red, self.green, self.blue, self.white, self.max_luminance, self.min_luminance):
+            return None
+        xy = lambda c: f"({chroma(c[0])},{chroma(c[1])})"  # noqa: E731
+        return (f"G{xy(self.green)}B{xy(self.blue)}R{xy(self.red)}WP{xy(self.white)}"
+                f"L({luma(self.max_luminance)},{luma(self.min_luminance)})")
+
+    def encoder_params(self, codec: str) -> dict[str, str]:
+        """``key=value`` settings of the encoder's own parameter string (x264-params, ...)."""
+        out: dict[str, str] = {}
+        if codec == "libsvtav1":
+            md = self._st2086(lambda v: f"{v:.4f}", lambda v: f"{v:.4f}")
+            if md:
+                out["mastering-display"] = md
+            if self.max_cll is not None:
+                out["content-light"] = f"{self.max_cll},{self.max_fall or 0}"
+            return out
+        # x264 and x265: chromaticity in 0.00002 steps, luminance in 0.0001 cd/m^2 steps
+        md = self._st2086(lambda v: str(round(v * 50000)), lambda v: str(round(v * 10000)))
+        if md:
+            out["mastering-display" if codec == "libx264" else "master-display"] = md
+        if self.max_cll is not None:
+            out["cll" if codec == "libx264" else "max-cll"] = f"{self.max_cll},{self.max_fall or 0}"
+        if codec == "libx265" and out:
+            out["hdr10"] = "1"
+        return out
+
+
+def _hdr_metadata(frame: av.VideoFrame) -> HdrMetadata | None:
+    """The HDR10 side data of a decoded frame (libavutil's AVMasteringDisplayMetadata: 10 rationals
+    r, g, b primaries, white point, min and max luminance, then has_primaries and has_luminance;
+    AVContentLightMetadata: MaxCLL, MaxFALL), or None."""
+    Type = av.sidedata.sidedata.Type
+    fields: dict = {}
+    try:
+        md = bytes(frame.side_data[Type.MASTERING_DISPLAY_METADATA])
+    except (KeyError, AttributeError, IndexError):
+        md = b""
+    if len(md) >= 88:
+        r = np.frombuffer(md[:80], "<i4").reshape(10, 2).astype(np.float64)
+        q = [float(num / den) if den else 0.0 for num, den in r]
+        has_primaries, has_luminance = np.frombuffer(md[80:88], "<i4").tolist()
+        if has_primaries:
+            fields.update(red=(q[0], q[1]), green=(q[2], q[3]), blue=(q[4], q[5]), white=(q[6], q[7]))
+        if has_luminance:
+            fields.update(min_luminance=q[8], max_luminance=q[9])
+    try:
+        cll = bytes(frame.side_data[Type.CONTENT_LIGHT_LEVEL])
+    except (KeyError, AttributeError, IndexError):
+        cll = b""
+    if len(cll) >= 8:
+        fields["max_cll"], fields["max_fall"] = (int(v) for v in np.frombuffer(cll[:8], "<u4"))
+    return HdrMetadata(**fields) if fields else None
+
+
 def _reason(e: BaseException) -> str:
     text = getattr(e, "strerror", None) or str(e)
     return text.split("; last error log:")[0].strip() or type(e).__name__
@@ -528,7 +603,8 @@ class EncodeOptions:
                 shown = f"{names[0]}..{names[-1]}" if self.codec == "libsvtav1" else ", ".join(names)
                 raise ValueError(f"{self.codec} presets are {shown}, got {self.preset!r}")
 
-    def codec_options(self) -> dict[str, str]:
+    def codec_options(self, hdr: HdrMetadata | None = None) -> dict[str, str]:
+        """The encoder's options; ``hdr``: HDR10 metadata to write into the bitstream."""
         opts: dict[str, str] = {}
         if self.codec == "ffv1":
             return {"level": "3", "slicecrc": "1"}
@@ -536,8 +612,11 @@ class EncodeOptions:
             opts["preset"] = self.preset
         if self.bitrate is None:
             opts["crf"] = f"{self.crf if self.crf is not None else DEFAULT_CRF[self.codec]:g}"
-        if self.codec == "libx265":
-            opts["x265-params"] = "log-level=error"
+        params = {"log-level": "error"} if self.codec == "libx265" else {}
+        params.update(hdr.encoder_params(self.codec) if hdr else {})
+        if params:
+            key = {"libx264": "x264-params", "libx265": "x265-params", "libsvtav1": "svtav1-params"}[self.codec]
+            opts[key] = ":".join(f"{k}={v}" for k, v in params.items())
         return opts
 
 
@@ -553,6 +632,7 @@ class StreamInfo:
     rate: Fraction
     sample_aspect_ratio: Fraction | None = None
     display_matrix: list[int] | None = None
+    hdr: HdrMetadata | None = None
 
 
 class _Output:
@@ -589,6 +669,24 @@ _ALSO_HELD = {"mpegts": {"aac", "ac3", "eac3", "mp2", "mp3", "opus", "dts", "tru
 _DESCRIPTIVE_TAGS = ("language", "title", "handler_name", "comment")
 
 
+def _mov_text_to_srt(data: bytes) -> bytes | None:
+    """A 3GPP timed-text sample (16-bit big-endian length, UTF-8 text, style boxes) as SubRip text;
+    None for the empty samples that mark gaps."""
+    n = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+    return data[2:2 + n] or None
+
+
+def _srt_to_mov_text(data: bytes) -> bytes | None:
+    text = data[:0xFFFF]
+    return len(text).to_bytes(2, "big") + text
+
+
+# text subtitles that one container holds and another does not (mp4: mov_text; mkv, ts: subrip):
+# the packet payloads convert one to one, timing unchanged, as ffmpeg's -c:s srt / mov_text do
+_TEXT_SUBTITLE_CONVERSIONS = {("mov_text", "subrip"): _mov_text_to_srt, ("srt", "mov_text"): _srt_to_mov_text,
+                              ("subrip", "mov_text"): _srt_to_mov_text, ("text", "mov_text"): _srt_to_mov_text}
+
+
 def _copy_description(src, dst) -> None:
     """Language, title and dispositions (default, forced, ...) of a stream onto its copy."""
     for key, value in src.metadata.items():
@@ -622,7 +720,8 @@ class VideoOutput(_Output):
         if tags:
             self.container.metadata.update(tags)
         try:
-            self.stream = self.container.add_stream(options.codec, rate=info.rate, options=options.codec_options())
+            self.stream = self.container.add_stream(options.codec, rate=info.rate,
+                                                    options=options.codec_options(info.hdr))
         except (av.error.FFmpegError, ValueError) as e:
             self.container.close()
             raise MediaError(f"cannot use encoder {options.codec}: {_reason(e)}") from None
@@ -639,21 +738,29 @@ class VideoOutput(_Output):
         if info.display_matrix is not None:
             self.stream.set_display_matrix(info.display_matrix)
         self.copies: dict[int, object] = {}
+        self.converters: dict[int, Callable[[bytes], bytes | None]] = {}
         supported = self.container.supported_codecs | _ALSO_HELD.get(self.container.format.name, set())
+        suffix = Path(str(path)).suffix or "this container"
         for s in copy_streams or []:
             name = s.codec_context.name
-            if name not in supported:
-                hint = " (ffmpeg -c:s srt converts it)" if s.type == "subtitle" else ""
-                notice(f"dropping {s.type} stream #{s.index} ({name}): "
-                       f"{Path(str(path)).suffix or 'this container'} cannot hold it{hint}")
-                continue
-            self.copies[s.index] = copy = self.container.add_stream_from_template(s)
+            if name in supported:
+                self.copies[s.index] = copy = self.container.add_stream_from_template(s)
+            else:
+                target = next((t for (f, t) in _TEXT_SUBTITLE_CONVERSIONS if f == name and t in supported), None)
+                if target is None:
+                    notice(f"dropping {s.type} stream #{s.index} ({name}): {suffix} cannot hold it")
+                    continue
+                notice(f"converting subtitle stream #{s.index} from {name} to {target} ({suffix} cannot hold {name})")
+                self.copies[s.index] = copy = self.container.add_mux_stream(target)
+                copy.time_base = s.time_base
+                self.converters[s.index] = _TEXT_SUBTITLE_CONVERSIONS[name, target]
             _copy_description(s, copy)
         if source is not None:
             _copy_description(source.stream, self.stream)
             chapters = source.container.chapters()
             if chapters:
                 self.container.set_chapters(chapters)
+            self._copy_attachments(source, suffix)
         self.frames_written = 0
 
     def write(self, frame: Frame, pts: int) -> None:
@@ -662,11 +769,34 @@ class VideoOutput(_Output):
         vf.time_base = self.info.time_base
         self._encode(vf)
 
+    def _copy_attachments(self, source: VideoInput, suffix: str) -> None:
+        """Attached files (fonts of styled subtitles, cover art) go along where the container holds them."""
+        attachments = source.container.streams.attachments
+        if not attachments:
+            return
+        if "matroska" not in self.container.format.name.split(","):
+            notice(f"dropping {len(attachments)} attached file(s) (e.g. fonts): {suffix} cannot hold them")
+            return
+        for a in attachments:
+            self.container.add_attachment(a.name or f"attachment{a.index}", a.mimetype or "application/octet-stream",
+                                          bytes(a.data))
+
     def mux_copy(self, packet: av.Packet) -> None:
-        out = self.copies.get(packet.stream.index)
-        if out is not None:
-            packet.stream = out
-            self.container.mux(packet)
+        index = packet.stream.index
+        out = self.copies.get(index)
+        if out is None:
+            return
+        convert = self.converters.get(index)
+        if convert is not None:
+            data = convert(bytes(packet))
+            if data is None:
+                return
+            converted = av.Packet(data)
+            converted.pts, converted.dts, converted.duration = packet.pts, packet.dts, packet.duration
+            converted.time_base = packet.time_base
+            packet = converted
+        packet.stream = out
+        self.container.mux(packet)
 
 
 class _AspectHeader:
@@ -747,5 +877,6 @@ def stream_info(inp: VideoInput, first: Frame, *, scale: int = 1, size: tuple[in
     w, h = size if size else (first.width * scale, first.height * scale)
     return StreamInfo(width=w, height=h, bits=first.bits, colorimetry=first.colorimetry,
                       time_base=inp.time_base, rate=inp.rate,
-                      sample_aspect_ratio=inp.sample_aspect_ratio or None, display_matrix=inp.rotation_matrix)
+                      sample_aspect_ratio=inp.sample_aspect_ratio or None, display_matrix=inp.rotation_matrix,
+                      hdr=inp.hdr)
 

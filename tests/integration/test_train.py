@@ -132,3 +132,25 @@ def test_time_budget_ends_the_session_resumably(image_dir, tmp_path, capsys):
     assert json.loads((out / "state.json").read_text())["step"] == first.step  # saved where it stopped
     again = train(config_from_args(common + ["--max-time", "1.5", "--resume"]))  # this session's seconds
     assert again.step > first.step
+
+
+def test_init_from_a_shallower_preset_deepens_it(image_dir, tmp_path, capsys):
+    """--model quality --init <default weights>: the same function to start from, 10 blocks to train."""
+    out = tmp_path / "deep"
+    small = tmp_path / "small"
+    from vsr_plugin.models import Upsampler, UpsamplerConfig, save_upsampler
+    torch.manual_seed(1)
+    net = Upsampler(UpsamplerConfig(channels=48, blocks=5))
+    torch.nn.init.normal_(net.tail.weight, std=0.01)
+    save_upsampler(small, net)
+    argv = TINY + ["--model", "quality", "--data", str(image_dir), "--out", str(out), "--steps", "2",
+                   "--epoch-steps", "2", "--init", str(small)]
+    result = train(config_from_args(argv))
+    assert "quality x2 upsampler (deepened from 5 blocks)" in capsys.readouterr().err
+    assert result.net.config.blocks == 10
+    first = result.summary["history"][0]["val_psnr_y"]
+    task = SRTask(TrainConfig(data=str(image_dir), model="default", val_count=2), torch.device("cpu"))
+    val = load_pairs(split_validation(list_images(image_dir), 2)[1], 2)
+    assert abs(first - SRTask.score(task.validate(net, val)[0])["val_psnr_y"]) < 0.05  # 2 steps from the same start
+    with pytest.raises(ValueError, match="not the 'fast' architecture"):
+        train(config_from_args(TINY + ["--data", str(image_dir), "--out", str(tmp_path / "x"), "--init", str(small)]))

@@ -389,3 +389,96 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, tiny_model):
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["vsr-transcode: interrupted; no output written"], err
     _no_leftovers(tmp_path, {"in.mp4"})
+
+
+def _ffmpeg(*args: str) -> None:
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-y", "-v", "error", *args], check=True)
+
+
+def _first_frame_hdr(path: Path):
+    from vsr_plugin.media import _hdr_metadata
+
+    with av.open(str(path)) as c:
+        return _hdr_metadata(next(c.decode(video=0)))
+
+
+_MASTERING = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_hdr10_mastering_display_and_light_levels_survive(tmp_path, tiny_model, codec):
+    src = tmp_path / "hdr.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2", "-pix_fmt", "yuv420p10le",
+            "-c:v", "libx265", "-x265-params", f"log-level=error:hdr10=1:master-display={_MASTERING}:max-cll=1000,400",
+            "-color_primaries", "bt2020", "-color_trc", "smpte2084", "-colorspace", "bt2020nc", str(src))
+    want = _first_frame_hdr(src)
+    assert want.green == (0.265, 0.69) and want.max_luminance == 1000.0 and (want.max_cll, want.max_fall) == (1000, 400)
+    out = tmp_path / "up.mkv"
+    assert main(["--upscale", str(src), "-o", str(out), "--model", tiny_model, "--codec", codec, "-q"]) == 0
+    assert _first_frame_hdr(out) == want  # x264/x265 store the same units ffmpeg reads: exact
+
+
+def test_text_subtitles_convert_between_mp4_and_mkv_and_fonts_come_along(tmp_path, tiny_model, capsys):
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nhello world\n\n2\n00:00:00,240 --> 00:00:00,360\nsecond, ünïcode\n")
+    font = tmp_path / "font.ttf"
+    font.write_bytes(bytes(range(256)) * 12)
+    video = make_clip(tmp_path / "v.mp4", size=(64, 48), frames=10)
+    mp4 = tmp_path / "in.mp4"
+    _ffmpeg("-i", str(video), "-i", str(srt), "-map", "0", "-map", "1", "-c:v", "copy", "-c:s", "mov_text",
+            "-metadata:s:s:0", "language=fra", str(mp4))
+
+    def subtitles(path: Path) -> str:
+        import imageio_ffmpeg
+
+        return subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path),
+                               "-map", "0:s", "-f", "srt", "-"], capture_output=True, text=True, check=True).stdout
+
+    want = subtitles(mp4)
+    assert "second, ünïcode" in want
+    mkv = tmp_path / "up.mkv"
+    assert main(["--upscale", str(mp4), "-o", str(mkv), "--model", tiny_model, "-q"]) == 0
+    assert "from mov_text to subrip (.mkv cannot hold mov_text)" in capsys.readouterr().err
+    assert subtitles(mkv) == want
+    with av.open(str(mkv)) as c:
+        assert c.streams.subtitles[0].codec_context.name in ("srt", "subrip")
+        assert c.streams.subtitles[0].metadata.get("language") == "fra"
+    back = tmp_path / "back.mp4"  # and back: srt -> mov_text
+    assert main(["--upscale", str(mkv), "-o", str(back), "--model", tiny_model, "-q"]) == 0
+    assert subtitles(back) == want
+    # a font attached to an mkv goes along, byte for byte; an mp4 output says it cannot hold it
+    rich = tmp_path / "rich.mkv"
+    _ffmpeg("-i", str(mkv), "-map", "0", "-c", "copy", "-attach", str(font), "-metadata:s:t", "mimetype=font/ttf",
+            str(rich))
+    up = tmp_path / "rich_up.mkv"
+    assert main(["--upscale", str(rich), "-o", str(up), "--model", tiny_model, "-q"]) == 0
+    with av.open(str(up)) as c:
+        (a,) = c.streams.attachments
+        assert (a.name, a.mimetype, bytes(a.data)) == ("font.ttf", "font/ttf", font.read_bytes())
+    capsys.readouterr()
+    assert main(["--upscale", str(rich), "-o", str(tmp_path / "rich_up.mp4"), "--model", tiny_model, "-q"]) == 0
+    assert "dropping 1 attached file(s) (e.g. fonts): .mp4 cannot hold them" in capsys.readouterr().err
+
+
+def test_a_damaged_base_layer_restores_the_rest(tmp_path, tiny_pair, capsys):
+    """A .vsr.mkv with one video packet's bytes overwritten in place (tags intact): restored, counted."""
+    down, up, folder = tiny_pair
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=60)
+    base = tmp_path / "in.vsr.mkv"
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    with av.open(str(base)) as c:
+        payload = [bytes(p) for p in c.demux(video=0) if p.size][20]
+    data = bytearray(base.read_bytes())
+    at = data.find(payload)
+    assert at > 0 and data.count(payload) == 1
+    data[at:at + 4] = b"\x00\x00\x10\x00"  # the NAL length: the packet cannot be parsed
+    base.write_bytes(bytes(data))
+    out = tmp_path / "restored.mkv"
+    assert main([str(base), "-o", str(out), "--weights-dir", folder, "-q"]) == 0
+    frames = read_back(out)["frames"]
+    assert 50 <= frames <= 59, frames
+    err = capsys.readouterr().err
+    assert "damaged video packet(s) skipped" in err and f"output holds {frames} frames" in err
+    _no_leftovers(tmp_path, {"in.mp4", "in.vsr.mkv", "restored.mkv"})

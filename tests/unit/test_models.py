@@ -167,3 +167,25 @@ def test_reparameterised_upsampler_collapses_to_the_plain_network():
     again = Upsampler.reparameterised(plain)
     assert again.reparam
     torch.testing.assert_close(again(packed), plain(packed), atol=1e-5, rtol=1e-5)
+
+
+def test_deepened_network_equals_the_shallow_one_and_then_learns_more():
+    shallow = randomised(UpsamplerConfig(channels=16, blocks=2), seed=3)
+    torch.nn.init.normal_(shallow.body[2].bias, std=0.1)  # biases too: negative pre-activations exist
+    deep = Upsampler.deepened(shallow, 5)
+    assert deep.config == UpsamplerConfig(channels=16, blocks=5)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in deep.body) == 6
+    packed = kernels.pack(*random_planes(2, 19, 14, 9), bits=8)
+    with torch.no_grad():
+        assert torch.equal(deep.eval()(packed), shallow(packed))
+    # the added blocks are ordinary convolutions: one gradient step changes the function
+    deep.train()
+    opt = torch.optim.SGD([p for m in list(deep.body)[6:] for p in m.parameters()], lr=0.1)
+    deep(packed).square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        assert not torch.equal(deep(packed), shallow(packed))
+    with pytest.raises(ValueError, match="cannot deepen 5 blocks to 3"):
+        Upsampler.deepened(deep, 3)
+    with pytest.raises(ValueError, match="plain network without attention"):
+        Upsampler.deepened(randomised(UpsamplerConfig(channels=16, blocks=2, attention=True)), 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,7 @@ class UpsamplerConfig(ConfigDict):
 PRESETS = {
     "fast": UpsamplerConfig(channels=32, blocks=3),
     "default": UpsamplerConfig(channels=48, blocks=5),
+    "quality": UpsamplerConfig(channels=48, blocks=10),  # about 1.9x default's convolution work
 }
 
 
@@ -124,6 +126,30 @@ class Upsampler(nn.Module):
                     mine.load_state_dict(theirs.state_dict())
             rep.tail.load_state_dict(plain.tail.state_dict())
         return rep.train(plain.training)
+
+    @classmethod
+    def deepened(cls, net: Upsampler, blocks: int) -> Upsampler:
+        """``net`` with ``blocks`` body blocks in all, equal to it: each added block is an identity
+        convolution followed by ReLU, which returns its input exactly because the features it
+        receives are already non-negative (they leave a ReLU). Training then starts from what
+        ``net`` learned with the capacity of the deeper network (Net2DeeperNet, Chen et al., 2016).
+        The added blocks follow the old ones, before the tail."""
+        if net.reparam or net.config.attention:
+            raise ValueError("only a plain network without attention can be deepened")
+        if blocks < net.config.blocks:
+            raise ValueError(f"cannot deepen {net.config.blocks} blocks to {blocks}")
+        deep = cls(dataclasses.replace(net.config, blocks=blocks)).to(net.tail.weight.device)
+        c = net.config.channels
+        with torch.no_grad():
+            for mine, theirs in zip(net.body, deep.body):  # head and the old blocks
+                theirs.load_state_dict(mine.state_dict())
+            for layer in list(deep.body)[len(net.body):]:
+                if isinstance(layer, nn.Conv2d):
+                    layer.weight.zero_()
+                    layer.weight[torch.arange(c), torch.arange(c), 1, 1] = 1.0
+                    layer.bias.zero_()
+            deep.tail.load_state_dict(net.tail.state_dict())
+        return deep.train(net.training)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         """``(N, 6, h, w)`` packed input -> ``(N, 6 s^2, h, w)`` residual, same dtype."""
