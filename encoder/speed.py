@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vsr_plugin import runtimes
+from vsr_plugin.cpu_features import has_native_bf16
 from vsr_plugin.engine import DTYPES, Upscaler, resolve_device
 from vsr_plugin.media import DEFAULT_CRF, EncodeOptions, TimedFrame, VideoInput
 from vsr_plugin.models import (PRESETS, CheckpointError, Upsampler, resolve_weights, save_upsampler,
@@ -107,7 +109,7 @@ from pathlib import Path
 from encoder.speed import _status_kb, synthetic_frames
 from vsr_plugin.engine import Upscaler
 model, w, h, dtype, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-engine = Upscaler(model, device="cpu", dtype=dtype, batch=batch)
+engine = Upscaler(model, device="cpu", dtype=dtype, batch=batch, runtime=sys.argv[6])
 frames = synthetic_frames(w, h, batch)
 base = _status_kb("VmRSS")
 Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
@@ -116,13 +118,15 @@ print(json.dumps({"base_kb": base, "peak_kb": _status_kb("VmHWM")}))
 """
 
 
-def cpu_peak_mb(model_path: str, width: int, height: int, dtype: str, batch: int) -> float | None:
+def cpu_peak_mb(model_path: str, width: int, height: int, dtype: str, batch: int, runtime: str = "torch"
+                ) -> float | None:
     """Peak RSS growth (MiB) of one end-to-end call of ``batch`` frames in a fresh process, with the
     model loaded and the input frames in memory (Linux; None elsewhere). A fresh process, because a
     long-lived one reuses the heap it grew earlier and would under-report."""
     if _status_kb("VmHWM") is None:
         return None
-    proc = subprocess.run([sys.executable, "-c", _CHILD, model_path, str(width), str(height), dtype, str(batch)],
+    proc = subprocess.run([sys.executable, "-c", _CHILD, model_path, str(width), str(height), dtype, str(batch),
+                           runtime],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError("memory probe failed: " + " | ".join(proc.stderr.strip().splitlines()[-2:]))
@@ -237,7 +241,7 @@ def time_network(engine: Upscaler, frames: list[Frame], *, repeat: int, warmup: 
 
     def net():
         with torch.inference_mode():
-            engine.net(packed)
+            engine.run_network(packed)
 
     out = {}
     for key, fn in (("network", net), ("network_pack_unpack", lambda: engine.upscale_planes(y, u, v, bits=8)),
@@ -389,7 +393,18 @@ def time_vspipe(model: Model, clip: Path, device: str, dtype: str | None, frames
 def _defaults(device: torch.device) -> tuple[list[str], list[int]]:
     if device.type == "cuda":
         return ["fp16", "bf16", "fp32"], [1, 4]
-    return ["fp32"], [1]
+    return (["fp32", "bf16"] if has_native_bf16() else ["fp32"]), [1]
+
+
+def runtimes_for(device: torch.device, dtype: str, wanted: list[str] | None) -> list[str]:
+    """The runtimes to time for a device and dtype: torch, and each installed one that runs them."""
+    out = ["torch"]
+    if device.type == "cpu":
+        if dtype == "fp32":
+            out += ["onnxruntime", "openvino"]
+        elif dtype == "bf16":
+            out += ["openvino"]
+    return [r for r in out if runtimes.installed(r) and (wanted is None or r in wanted)]
 
 
 def run_speed(args: argparse.Namespace) -> int:
@@ -400,6 +415,9 @@ def run_speed(args: argparse.Namespace) -> int:
     devices = [resolve_device(d) for d in (_list(args.devices) if args.devices else
                                             ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))]
     dtypes_arg = _list(args.dtypes) if args.dtypes else None
+    runtimes_arg = _list(args.runtimes) if args.runtimes else None
+    for r in runtimes_arg or []:
+        runtimes.require(r)
     for d in dtypes_arg or []:
         if d not in DTYPES:
             raise ValueError(f"unknown dtype {d!r}; choose from {', '.join(DTYPES)}")
@@ -442,14 +460,15 @@ def run_speed(args: argparse.Namespace) -> int:
                             r = time_torch_interpolate(frames, dev, dtype, mode, repeat=args.repeat, warmup=args.warmup)
                             data["scalers"].append({"scaler": f"torch interpolate {mode}", "device": str(dev),
                                                     "dtype": dtype, "batch": batch, "size": [w, h], **r})
-                        for m in models:
-                            say(f"{m.label} {dev} {dtype} {w}x{h} batch {batch}")
-                            engine = Upscaler(m.source, device=str(dev), dtype=dtype, batch=batch)
+                        for m, runtime in ((m, r) for m in models for r in runtimes_for(dev, dtype, runtimes_arg)):
+                            say(f"{m.label} {dev} {dtype} {runtime} {w}x{h} batch {batch}")
+                            engine = Upscaler(m.source, device=str(dev), dtype=dtype, batch=batch, runtime=runtime)
                             r = time_network(engine, frames, repeat=args.repeat, warmup=args.warmup)
                             peak = (r["end_to_end"]["peak_mb"] if dev.type == "cuda"
-                                    else cpu_peak_mb(m.path, w, h, dtype, batch))
+                                    else cpu_peak_mb(m.path, w, h, dtype, batch, runtime))
                             data["network"].append({"model": m.label, "device": str(dev), "dtype": dtype,
-                                                    "batch": batch, "size": [w, h], "peak_mb": peak, **r})
+                                                    "runtime": runtime, "batch": batch, "size": [w, h],
+                                                    "peak_mb": peak, **r})
                             del engine
                             if dev.type == "cuda":
                                 torch.cuda.empty_cache()
@@ -529,13 +548,15 @@ def markdown(data: dict) -> str:
             w, h = r["size"]
             vs = r["end_to_end_vs_scaler"]
             torch_b = vs.get("torch interpolate bicubic")
-            rows.append([r["model"], f"{w}x{h}→{2 * w}x{2 * h}", r["device"], r["dtype"], r["batch"],
+            rows.append([r["model"], f"{w}x{h}→{2 * w}x{2 * h}", r["device"], r["dtype"], r.get("runtime", "torch"),
+                         r["batch"],
                          f"{r['network']['fps']:.2f}", f"{r['network_pack_unpack']['fps']:.2f}",
                          f"{r['end_to_end']['fps']:.2f}", _mb(r["peak_mb"]),
                          "-" if torch_b is None else f"{torch_b:.3f}",
                          "-" if "VapourSynth resize.Bicubic" not in vs else f"{vs['VapourSynth resize.Bicubic']:.3f}",
                          "-" if "ffmpeg scale flags=bicubic" not in vs else f"{vs['ffmpeg scale flags=bicubic']:.3f}"])
-        lines.append(markdown_table(["model", "size", "device", "dtype", "batch", "network fps", "+pack/unpack fps",
+        lines.append(markdown_table(["model", "size", "device", "dtype", "runtime", "batch", "network fps",
+                                     "+pack/unpack fps",
                                      "end-to-end fps", "peak MB", "× torch bicubic", "× VS Bicubic",
                                      "× ffmpeg bicubic"], rows))
         lines.append("The × columns divide end-to-end fps by the scaler's fps at the same size (torch: same "
@@ -584,6 +605,8 @@ def add_parser(sub) -> None:
     p.add_argument("--devices", default="", help="comma-separated devices (default: cpu, and cuda when present)")
     p.add_argument("--dtypes", default="",
                    help="comma-separated fp32,fp16,bf16 (default: CPU fp32; CUDA fp16,bf16,fp32)")
+    p.add_argument("--runtimes", default="",
+                   help="comma-separated runtimes to time (default: torch and every installed one: onnxruntime, openvino)")
     p.add_argument("--batches", default="", help="comma-separated batch sizes (default: CPU 1; CUDA 1,4)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=1)

@@ -29,6 +29,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="network precision (default: fp16 on CUDA, fp32 on CPU)")
     g.add_argument("--batch", type=int, default=4, help="frames per network call")
     g.add_argument("--tile", type=int, default=None, help="tile edge in input pixels, to bound memory on large frames")
+    g.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino", "auto"], default="torch",
+                   help="where the network runs: torch, ONNX Runtime or OpenVINO (CPU; extras 'onnx', 'openvino'), "
+                        "or auto: the fastest installed one, measured on the first frame")
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
@@ -104,7 +107,8 @@ def parse_bitrate(text: str | None) -> int | None:
 def _engine(args: argparse.Namespace, model=None):
     from .engine import Upscaler
 
-    return Upscaler(model or args.model, device=args.device, dtype=args.dtype, batch=args.batch, tile=args.tile)
+    return Upscaler(model or args.model, device=args.device, dtype=args.dtype, batch=args.batch, tile=args.tile,
+                    runtime=args.runtime)
 
 
 def _downscaler(args: argparse.Namespace):
@@ -113,7 +117,7 @@ def _downscaler(args: argparse.Namespace):
     from .models import pair_names
 
     return Downscaler(args.down_model or pair_names(args.pair)[0], device=args.device, dtype=args.dtype,
-                      batch=args.batch, tile=args.tile)
+                      batch=args.batch, tile=args.tile, runtime=args.runtime)
 
 
 def _size(path: str) -> str:
@@ -212,7 +216,8 @@ def _report(args: argparse.Namespace) -> int:
     up = str(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
                          bitrate=parse_bitrate(args.bitrate), preset=args.preset, frames=args.frames,
-                         engine={"device": args.device, "dtype": args.dtype, "batch": args.batch})
+                         engine={"device": args.device, "dtype": args.dtype, "batch": args.batch,
+                                 "runtime": args.runtime})
     md, data = run_report(args.input, opts, quiet=args.quiet)
     print(md, end="")
     if args.report_json:

@@ -17,6 +17,7 @@ import torch
 
 import kernels
 
+from . import runtimes
 from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, load_upsampler
 from .yuv import Frame
 
@@ -54,6 +55,9 @@ class EngineOptions:
             upscaler, 4 for the downscaler); ``None``
             uses the network's receptive radius, which makes tiling exact up to float rounding.
         backend: kernel backend for pack/unpack (see :mod:`kernels`).
+        runtime: where the network runs: ``torch``, ``onnxruntime``, ``openvino`` (CPU, through
+            the ONNX export; :mod:`vsr_plugin.runtimes`) or ``auto`` (the fastest installed one,
+            measured on the first frame size; torch on CUDA).
     """
 
     device: str = "auto"
@@ -62,6 +66,7 @@ class EngineOptions:
     tile: int | None = None
     tile_overlap: int | None = None
     backend: str = "auto"
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         if self.dtype is not None and self.dtype not in DTYPES:
@@ -74,6 +79,8 @@ class EngineOptions:
             raise ValueError(f"tile_overlap must be >= 0, got {self.tile_overlap}")
         if self.backend not in kernels.BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(kernels.BACKENDS)}, got {self.backend!r}")
+        if self.runtime != "auto":
+            runtimes.require(self.runtime)
 
 
 class _Engine:
@@ -102,6 +109,20 @@ class _Engine:
             warnings.warn("this model uses global attention: tiled output differs from whole-frame output",
                           skip_file_prefixes=(_PACKAGE_DIR,))  # blame the caller outside vsr_plugin
         self.overlap = options.tile_overlap if options.tile_overlap is not None else (radius or 8)
+        if options.runtime == "auto":
+            self._run, self.runtime = None, "auto"  # measured on the first call
+        else:
+            self._run, self.runtime = runtimes.network(self.net, options.runtime, device=self.device, dtype=self.dtype)
+
+    def _choose_runtime(self, example: torch.Tensor) -> None:
+        """``auto``: time each installed runtime that can run this device and dtype on ``example``."""
+        candidates: dict[str, Callable] = {"torch": self.net}
+        if self.device.type == "cpu" and self.dtype != torch.float16:
+            for name in ("onnxruntime", "openvino"):
+                if runtimes.installed(name) and not (name == "onnxruntime" and self.dtype == torch.bfloat16):
+                    candidates[name] = runtimes.network(self.net, name, device=self.device, dtype=self.dtype)[0]
+        self.runtime = runtimes.fastest(candidates, example) if len(candidates) > 1 else "torch"
+        self._run = candidates[self.runtime]
 
     @property
     def model_info(self) -> CheckpointInfo | None:
@@ -109,22 +130,27 @@ class _Engine:
 
     def __repr__(self) -> str:
         name = self.info.name if self.info else "custom"
-        return f"{type(self).__name__}({name}, x{self.scale}, {self.device}, {str(self.dtype).removeprefix('torch.')})"
+        runtime = "" if self.runtime == "torch" else f", {self.runtime}"
+        return (f"{type(self).__name__}({name}, x{self.scale}, {self.device}, "
+                f"{str(self.dtype).removeprefix('torch.')}{runtime})")
 
-    def _network(self, packed: torch.Tensor) -> torch.Tensor:
+    def run_network(self, packed: torch.Tensor) -> torch.Tensor:
+        """The network (on the chosen runtime, tiled when asked) on a packed tensor."""
         packed = packed.contiguous(memory_format=torch.channels_last)
         tile = self.options.tile
         _, _, h, w = packed.shape
         cells = max(1, tile // self.block) if tile else None
+        if self._run is None:
+            self._choose_runtime(packed[:, :, :cells, :cells] if cells else packed)
         if cells is None or (h <= cells and w <= cells):
-            return self.net(packed)
+            return self._run(packed)
         o = self.overlap
         out = None
         for i0 in range(0, h, cells):
             for j0 in range(0, w, cells):
                 i1, j1 = min(i0 + cells, h), min(j0 + cells, w)
                 a0, b0 = max(i0 - o, 0), max(j0 - o, 0)
-                part = self.net(packed[:, :, a0:min(i1 + o, h), b0:min(j1 + o, w)])
+                part = self._run(packed[:, :, a0:min(i1 + o, h), b0:min(j1 + o, w)])
                 if out is None:
                     out = packed.new_empty((packed.shape[0], part.shape[1], h, w))
                 out[:, :, i0:i1, j0:j1] = part[:, :, i0 - a0:i1 - a0, j0 - b0:j1 - b0]
@@ -182,7 +208,7 @@ class Upscaler(_Engine):
         engine's device; integer dtype per :func:`kernels.plane_dtype`)."""
         y, u, v = (p.to(self.device, non_blocking=True) for p in (y, u, v))
         packed = kernels.pack(y, u, v, bits=bits, block=2, dtype=self.dtype, backend=self.options.backend)
-        residual = self._network(packed)
+        residual = self.run_network(packed)
         return kernels.unpack_upscale(residual, y, u, v, bits=bits, scale=self.scale, backend=self.options.backend)
 
     def upscale_frames(self, frames: Iterable[Frame]) -> list[Frame]:
@@ -206,7 +232,7 @@ class Downscaler(_Engine):
         """Batched full-resolution planes -> base-layer planes ``(N, ceil(H/2), ceil(W/2))`` etc."""
         y, u, v = (p.to(self.device, non_blocking=True) for p in (y, u, v))
         packed = kernels.pack(y, u, v, bits=bits, block=4, dtype=self.dtype, backend=self.options.backend)
-        residual = self._network(packed)
+        residual = self.run_network(packed)
         return kernels.unpack_downscale(residual, y, u, v, bits=bits, backend=self.options.backend)
 
     def downscale_frames(self, frames: Iterable[Frame]) -> list[Frame]:

@@ -106,7 +106,8 @@ def _engines(make, where: str, device: str, num_streams: int | None) -> list:
 
 
 def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", device: str = "auto",
-            dtype: str | None = None, tile: int | None = None, num_streams: int | None = None) -> vs.VideoNode:
+            dtype: str | None = None, tile: int | None = None, num_streams: int | None = None,
+            runtime: str = "torch") -> vs.VideoNode:
     """Upscale a YUV420P8 or YUV420P10 clip ``scale`` times with a vsr upsampler.
 
     Args:
@@ -118,27 +119,31 @@ def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", devic
         tile: tile edge in input pixels for large frames (None: whole frames).
         num_streams: engines working concurrently (default: 2 on CUDA, 1 on CPU where torch already
             uses every core for one frame).
+        runtime: ``torch``, ``onnxruntime``, ``openvino`` (CPU, optional extras) or ``auto`` (the
+            fastest installed one, measured); see :mod:`vsr_plugin.runtimes`.
 
     Returns:
         A clip of the same format at ``scale`` times the size; frame properties are copied
         (colorimetry, ``_DurationNum``/``_DurationDen``, ``_FieldBased``, ``_SARNum``/``_SARDen``, ...).
     """
     bits = _check_clip(clip, "vsr_plugin.upscale")
-    engines = _engines(lambda net: Upscaler(net or model, scale=scale, device=device, dtype=dtype, tile=tile, batch=1),
+    engines = _engines(lambda net: Upscaler(net or model, scale=scale, device=device, dtype=dtype, tile=tile, batch=1,
+                                            runtime=runtime),
                        "vsr_plugin.upscale", device, num_streams)
     s = engines[0].scale
     return _apply(clip, bits, engines, clip.width * s, clip.height * s, lambda e, f: e.upscale(f))
 
 
 def downscale(clip: vs.VideoNode, *, pair: str = DEFAULT_PAIR, model: str | None = None, device: str = "auto",
-              dtype: str | None = None, tile: int | None = None, num_streams: int | None = None) -> vs.VideoNode:
+              dtype: str | None = None, tile: int | None = None, num_streams: int | None = None,
+              runtime: str = "torch") -> vs.VideoNode:
     """Learned 2x reduction of a YUV420P8 or YUV420P10 clip (the encoder side's base layer).
 
     Args:
         clip: constant-format YUV420P8 / YUV420P10 clip whose half size is even (VapourSynth's 4:2:0).
         pair: shipped down/upsampler pair (its ``x2-PAIR-down`` weights are used).
         model: a downsampler weights path instead of ``pair``.
-        device, dtype, tile, num_streams: as for :func:`upscale`.
+        device, dtype, tile, num_streams, runtime: as for :func:`upscale`.
 
     Returns:
         A clip of the same format at half the size, frame properties copied.
@@ -149,7 +154,8 @@ def downscale(clip: vs.VideoNode, *, pair: str = DEFAULT_PAIR, model: str | None
         raise vs.Error(f"vsr_plugin.downscale: half of {clip.width}x{clip.height} is {w}x{h}, and VapourSynth's "
                        "4:2:0 formats need even sizes; crop or pad the clip first")
     name = model or pair_names(pair)[0]
-    engines = _engines(lambda net: Downscaler(net or name, device=device, dtype=dtype, tile=tile, batch=1),
+    engines = _engines(lambda net: Downscaler(net or name, device=device, dtype=dtype, tile=tile, batch=1,
+                                              runtime=runtime),
                        "vsr_plugin.downscale", device, num_streams)
     return _apply(clip, bits, engines, w, h, lambda e, f: e.downscale(f))
 

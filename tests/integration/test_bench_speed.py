@@ -14,8 +14,14 @@ def test_minimal_speed_run_writes_json_and_markdown(tiny_model, tmp_path, capsys
             "--e2e-size", "32x24", "--e2e-frames", "3", "--e2e-repeat", "1", "--out", str(out), "--name", "s", "--quiet"]
     assert main(argv) == 0
     data = json.loads((out / "s.json").read_text())
-    (row,) = data["network"]
+    # one row per installed runtime that runs fp32 on the CPU, torch first
+    from vsr_plugin.runtimes import installed
+    assert [r["runtime"] for r in data["network"]] == [r for r in ("torch", "onnxruntime", "openvino") if installed(r)]
+    row = data["network"][0]
     assert row["model"] == tiny_model and row["size"] == [32, 24] and (row["device"], row["dtype"]) == ("cpu", "fp32")
+    for other in data["network"][1:]:
+        assert other["network_pack_unpack"]["fps"] > 0 and set(other["end_to_end_vs_scaler"]) == set(
+            row["end_to_end_vs_scaler"])
     for key in ("network", "network_pack_unpack", "end_to_end"):
         assert row[key]["fps"] > 0 and row[key]["ms_per_frame"] > 0
     assert row["peak_mb"] >= 0  # measured in a fresh process (Linux /proc)
@@ -50,6 +56,7 @@ def test_untrained_presets_are_labelled(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--sizes", "32"], "bad size '32'"),
     (["--dtypes", "fp8"], "unknown dtype 'fp8'"),
+    (["--runtimes", "tensorrt"], "runtime must be one of"),
     (["--batches", "0"], "--batches must be positive"),
     (["--models", "nope"], "no model 'nope'"),
     (["--devices", "tpu"], "unknown device 'tpu'"),

@@ -199,3 +199,27 @@ def test_vs_source_reads_frames_in_any_order(tmp_path):
         f = clip.get_frame(n)
         assert np.array_equal(np.asarray(f[0]), frames[n].y)
         assert f.props["_Matrix"] == 1 and f.props["_Range"] == 0  # limited
+
+
+@pytest.mark.skipif(not __import__("vsr_plugin.runtimes").runtimes.installed("onnxruntime"),
+                    reason="onnxruntime not installed")
+def test_pipe_and_vapoursynth_on_onnx_runtime_match_torch(tmp_path, tiny_model):
+    """--runtime onnxruntime through the y4m pipe (a real process) and runtime= in the filter."""
+    import vsr_plugin
+
+    src = make_clip(tmp_path / "in.mkv", size=(37, 21), frames=3, vcodec="ffv1", pix_fmt="yuv420p10le", audio=False)
+    outs = []
+    for runtime in ("torch", "onnxruntime"):
+        proc = subprocess.run(PIPE + ["--model", tiny_model, "--runtime", runtime], input=_y4m_bytes(src),
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode()
+        data = proc.stdout
+        outs.append(np.frombuffer(data[data.index(b"\n") + 1:].replace(b"FRAME\n", b""), "<u2").astype(np.int32))
+    assert outs[0].shape == outs[1].shape == (3 * (74 * 42 + 2 * 37 * 21),)
+    assert np.abs(outs[0] - outs[1]).max() <= 1
+    clip = vsr_plugin.source(str(make_clip(tmp_path / "even.mkv", size=(38, 22), frames=3, vcodec="ffv1",
+                                           pix_fmt="yuv420p10le", audio=False)))
+    a = vsr_plugin.upscale(clip, model=tiny_model, device="cpu").get_frame(2)
+    b = vsr_plugin.upscale(clip, model=tiny_model, device="cpu", runtime="onnxruntime").get_frame(2)
+    for i in range(3):
+        assert np.abs(np.asarray(a[i]).astype(np.int32) - np.asarray(b[i])).max() <= 1

@@ -349,10 +349,14 @@ def test_truncated_mkv_keeps_decodable_frames(tmp_path, tiny_model, capsys):
 
 def _start(args, tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # a shell that started us in the background may have set SIGINT to "ignore", which children
-    # inherit; a user's Ctrl-C arrives with the default disposition, so restore it
-    return subprocess.Popen(CLI + args, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # a shell that started us in the background may have set SIGINT to "ignore", and nohup SIGHUP,
+    # which children inherit (and vsr-transcode respects); a user's signals arrive with the default
+    # disposition, so restore it
+    def default_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+
+    return subprocess.Popen(CLI + args, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_signals)
 
 
 @pytest.mark.parametrize("sig,code,message", [(signal.SIGINT, 130, "interrupted; no output written"),

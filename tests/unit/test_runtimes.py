@@ -1,0 +1,131 @@
+"""ONNX export and the ONNX Runtime / OpenVINO runtimes against the torch engine."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import random_planes
+from vsr_plugin import runtimes
+from vsr_plugin.engine import Downscaler, EngineOptions, Upscaler
+from vsr_plugin.export import main as export_main
+from vsr_plugin.models import Upsampler, UpsamplerConfig, load_upsampler, read_info, resolve_weights, sidecar_paths
+
+RUNTIMES = [pytest.param(r, marks=pytest.mark.skipif(not runtimes.installed(r), reason=f"{r} not installed"))
+            for r in ("onnxruntime", "openvino")]
+
+
+def _max_code_difference(a, b) -> int:
+    return max(int((x.to(torch.int32) - y.to(torch.int32)).abs().max()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("bits", [8, 10])
+def test_runtime_equals_torch_within_one_code_on_odd_sizes(runtime, bits):
+    for shape in ((2, 37, 23), (1, 9, 64)):  # odd sizes, two resolutions through one engine (one graph)
+        planes = random_planes(*shape, bits)
+        want = Upscaler("default", device="cpu").upscale_planes(*planes, bits=bits)
+        engine = Upscaler("default", device="cpu", runtime=runtime)
+        got = engine.upscale_planes(*planes, bits=bits)
+        assert [tuple(p.shape) for p in got] == [tuple(p.shape) for p in want]
+        assert all(g.dtype == w.dtype for g, w in zip(got, want))
+        assert _max_code_difference(got, want) <= 1
+    assert repr(engine).endswith(f"float32, {runtime})")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_runtime_downscaler_and_tiles(runtime):
+    planes = random_planes(1, 70, 46, 8)
+    down = "x2-codec-default-down"
+    want = Downscaler(down, device="cpu").downscale_planes(*planes, bits=8)
+    assert _max_code_difference(Downscaler(down, device="cpu", runtime=runtime).downscale_planes(*planes, bits=8),
+                                want) <= 1
+    want = Upscaler("fast", device="cpu").upscale_planes(*planes, bits=8)
+    tiled = Upscaler("fast", device="cpu", runtime=runtime, tile=32).upscale_planes(*planes, bits=8)
+    assert _max_code_difference(tiled, want) <= 1
+
+
+def test_exported_file_runs_at_two_resolutions_and_names_its_model(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "x2-default.onnx"
+    assert export_main(["onnx", "default", "-o", str(out)]) == 0
+    meta = runtimes.read_metadata(out)
+    info = read_info(sidecar_paths(resolve_weights("default"))[1])
+    assert meta["vsr.sha256"] == info.sha256 and meta["vsr.model"] == "x2-default"
+    assert (meta["vsr.kind"], meta["vsr.scale"], meta["vsr.block"], meta["vsr.in_channels"],
+            meta["vsr.out_channels"]) == ("upsampler", "2", "2", "6", "24")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    net, _ = load_upsampler("default")
+    for shape in ((1, 6, 17, 30), (3, 6, 40, 9)):
+        x = torch.rand(shape) * 2 - 1
+        got = session.run(None, {"packed": x.numpy()})[0]
+        np.testing.assert_allclose(got, net(x).detach().numpy(), atol=2e-5)
+    # fp16: half the size, within a fraction of a code value
+    half = tmp_path / "half.onnx"
+    assert export_main(["onnx", "default", "--fp16", "-o", str(half)]) == 0
+    assert runtimes.read_metadata(half)["vsr.dtype"] == "fp16" and half.stat().st_size < 0.6 * out.stat().st_size
+    x = torch.rand(1, 6, 21, 13) * 2 - 1
+    got = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(
+        None, {"packed": x.numpy().astype(np.float16)})[0]
+    assert np.abs(got.astype(np.float32) - net(x).detach().numpy()).max() < 0.5 * 2 / 255
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    assert export_main(["onnx", "nope", "-o", str(tmp_path / "a.onnx")]) == 2
+    assert export_main(["onnx", "default", "-o", str(tmp_path)]) == 2
+    assert export_main(["onnx", "-o", str(tmp_path / "a.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("vsr-export: error:") for line in err)
+    assert "no model 'nope'" in err[0] and "names a folder" in err[1] and "--all" in err[2]
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_runtime_is_an_error_when_asked_and_auto_does_without(monkeypatch):
+    monkeypatch.setattr(runtimes, "installed", lambda name: name == "torch")
+    with pytest.raises(ValueError, match=r"runtime 'openvino' is not installed; .*'openvino' extra"):
+        EngineOptions(runtime="openvino")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        EngineOptions(runtime="tensorrt")
+    engine = Upscaler("fast", device="cpu", runtime="auto")
+    engine.upscale_planes(*random_planes(1, 8, 8, 8), bits=8)
+    assert engine.runtime == "torch"
+
+
+def test_auto_keeps_the_fastest_measured_runtime():
+    slow_calls = []
+
+    def slow(x):
+        slow_calls.append(x.shape)
+        import time
+        time.sleep(0.01)
+        return x
+
+    fast = lambda x: x  # noqa: E731
+    assert runtimes.fastest({"slow": slow, "fast": fast}, torch.zeros(1)) == "fast"
+    assert len(slow_calls) == 4  # one warm-up, three timed
+
+
+def test_runtime_refuses_what_it_cannot_run():
+    net = Upsampler(UpsamplerConfig(channels=8, blocks=1))
+    if runtimes.installed("onnxruntime"):
+        with pytest.raises(ValueError, match="onnxruntime runs fp32"):
+            runtimes.network(net, "onnxruntime", device=torch.device("cpu"), dtype=torch.bfloat16)
+        with pytest.raises(ValueError, match="runs on the CPU here"):
+            runtimes.network(net, "onnxruntime", device=torch.device("cuda"), dtype=torch.float32)
+
+
+@pytest.mark.skipif(not runtimes.installed("openvino"), reason="openvino not installed")
+def test_openvino_runs_without_its_telemetry():
+    """Importing openvino plainly sends a usage event from a forked process; vsr's import does not."""
+    import subprocess
+    import sys
+
+    code = ("import sys, multiprocessing.popen_fork as pf\n"
+            "pf.Popen._launch = lambda self, obj: sys.exit('forked')\n"
+            "from vsr_plugin.engine import Upscaler\n"
+            "from tests.conftest import random_planes\n"
+            "Upscaler('fast', device='cpu', runtime='openvino').upscale_planes(*random_planes(1, 8, 8, 8), bits=8)\n"
+            "assert 'openvino_telemetry' not in sys.modules\n"
+            "print('ok')\n")
+    from tests.conftest import REPO
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -1,0 +1,175 @@
+"""Where the network runs: torch (the reference), ONNX Runtime or OpenVINO, through one ONNX graph.
+
+The exported graph is the network alone on the packed layout (:mod:`kernels`): ``packed``
+``(N, C_in, h, w)`` float in, ``residual`` ``(N, C_out, h, w)`` out, with batch, height and width
+dynamic, so one file serves every frame size (no per-resolution rebuild). Packing and unpacking
+stay the torch twins of the kernels (the specification of every rounding), so a runtime changes
+nothing but the arithmetic of the convolutions::
+
+    planes --kernels.pack--> packed --[torch | ONNX Runtime | OpenVINO]--> residual
+           --kernels.unpack_upscale--> planes
+
+``onnxruntime`` and ``openvino`` are optional (extras ``onnx`` and ``openvino``) and imported only
+here, only when asked for. Asking for one that is not installed is an error naming the extra;
+``auto`` measures the installed ones on the engine's first frame size and keeps the fastest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino"}
+OPSET = 17
+
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+def installed(runtime: str) -> bool:
+    """Whether ``runtime`` can run here (torch always can)."""
+    return runtime == "torch" or importlib.util.find_spec(runtime) is not None
+
+
+def require(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if not installed(runtime):
+        raise ValueError(f"runtime {runtime!r} is not installed; install vsr with the "
+                         f"'{_EXTRA[runtime]}' extra (pip install 'vsr[{_EXTRA[runtime]}]')")
+
+
+def _import_openvino():
+    """``import openvino`` without its usage telemetry: importing it otherwise sends an event to
+    Google Analytics from a process forked off this (multi-threaded) one, which can deadlock, and vsr
+    sends nothing anywhere. With the optional ``openvino_telemetry`` package hidden during the
+    import, OpenVINO takes its own no-op stub; the package stays importable afterwards."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    hidden = {name: sys.modules.get(name) for name in ("openvino_telemetry", "openvino_telemetry.backend")}
+    sys.modules.update(dict.fromkeys(hidden))  # None: "import fails" for this import only
+    try:
+        import openvino
+    finally:
+        for name, module in hidden.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return openvino
+
+
+def onnx_bytes(net: torch.nn.Module, *, fp16: bool = False) -> bytes:
+    """The ONNX graph of ``net`` (float32, or float16 weights and tensors) with dynamic N, h, w."""
+    net = net.eval().to("cpu", torch.float16 if fp16 else torch.float32, memory_format=torch.contiguous_format)
+    channels = net.body[0].in_channels if hasattr(net, "body") else 6
+    example = torch.zeros(1, channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
+    buffer = io.BytesIO()
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=["packed"],
+                          output_names=["residual"], dynamic_axes={"packed": dynamic, "residual": dynamic})
+    return buffer.getvalue()
+
+
+def save_onnx(net: torch.nn.Module, path: str | Path, *, metadata: dict[str, str], fp16: bool = False) -> Path:
+    """Write ``net`` as an ONNX file (atomically) whose metadata_props carry ``metadata``
+    (model name, content hash, scale, layout, ...)."""
+    import onnx
+
+    from .atomic import write_bytes_atomic
+
+    model = onnx.load_from_string(onnx_bytes(net, fp16=fp16))
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=str(value))
+    model.doc_string = "vsr network on the packed YUV 4:2:0 layout; see vsr_plugin/runtimes.py"
+    path = Path(path)
+    write_bytes_atomic(path, model.SerializeToString())
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+class OnnxRuntimeNetwork:
+    """The network through ONNX Runtime's CPU provider (float32)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graph: bytes, *, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, packed: torch.Tensor) -> torch.Tensor:
+        x = packed.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {"packed": x})[0])
+
+
+class OpenVinoNetwork:
+    """The network through OpenVINO on the CPU; ``bf16`` asks for bf16 inference precision (used
+    natively on CPUs with AVX-512 BF16 or AMX), otherwise float32."""
+
+    name = "openvino"
+
+    def __init__(self, graph: bytes, *, threads: int, bf16: bool = False) -> None:
+        ov = _import_openvino()
+        core = ov.Core()
+        model = core.read_model(graph, b"")  # an ONNX graph in memory, weights inside
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, packed: torch.Tensor) -> torch.Tensor:
+        x = packed.detach().to("cpu", torch.float32).contiguous().numpy()
+        result = self.request.infer({0: x})
+        return torch.from_numpy(next(iter(result.values())).copy())
+
+
+def network(net: torch.nn.Module, runtime: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Network, str]:
+    """A callable running ``net`` on packed tensors with ``runtime`` (not ``auto``), and its name."""
+    require(runtime)
+    if runtime == "torch":
+        return net, "torch"
+    if device.type != "cpu":
+        raise ValueError(f"runtime {runtime!r} runs on the CPU here; use --runtime torch on {device.type}")
+    if dtype == torch.float16:
+        raise ValueError(f"runtime {runtime!r} runs fp32 (or bf16 with openvino) on the CPU, not fp16")
+    if dtype == torch.bfloat16 and runtime == "onnxruntime":
+        raise ValueError("onnxruntime runs fp32 on the CPU; use --dtype fp32, or --runtime openvino for bf16")
+    graph = onnx_bytes(net)
+    threads = torch.get_num_threads()
+    if runtime == "onnxruntime":
+        return OnnxRuntimeNetwork(graph, threads=threads), "onnxruntime"
+    return OpenVinoNetwork(graph, threads=threads, bf16=dtype == torch.bfloat16), "openvino"
+
+
+def fastest(candidates: dict[str, Network], example: torch.Tensor, *, repeats: int = 3) -> str:
+    """The name of the candidate with the lowest median time on ``example`` (after one warm-up run)."""
+    times = {}
+    for name, run in candidates.items():
+        with torch.inference_mode():
+            run(example)
+            samples = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run(example)
+                samples.append(time.perf_counter() - t0)
+        times[name] = sorted(samples)[len(samples) // 2]
+    return min(times, key=times.get)
