@@ -149,33 +149,16 @@ class TrainConfig:
 
     @property
     def proxy_quality_range(self) -> tuple[int, int]:
-        try:
-            lo, hi = (int(x) for x in self.proxy_quality.split(","))
-        except ValueError:
-            raise ValueError(f"proxy_quality must be 'LOW,HIGH', got {self.proxy_quality!r}") from None
-        if lo > hi:
-            raise ValueError(f"proxy_quality range {self.proxy_quality!r} is empty")
-        return lo, hi
+        return _int_range("proxy_quality", self.proxy_quality)
 
     @property
     def train_crf_range(self) -> tuple[int, int] | None:
-        if not self.train_crf:
-            return None
-        try:
-            lo, hi = (int(x) for x in self.train_crf.split(","))
-        except ValueError:
-            raise ValueError(f"train_crf must be 'LOW,HIGH', got {self.train_crf!r}") from None
-        if lo > hi:
-            raise ValueError(f"train_crf range {self.train_crf!r} is empty")
-        return lo, hi
+        return _int_range("train_crf", self.train_crf) if self.train_crf else None
 
     def degrade_specs(self) -> list[DegradeSpec]:
         """The coded-base-layer specs of ``--degradation`` (training pairs): one per codec."""
-        try:
-            lo, hi = (int(x) for x in self.degrade_crf.split(","))
-        except ValueError:
-            raise ValueError(f"degrade_crf must be 'LOW,HIGH', got {self.degrade_crf!r}") from None
-        return [DegradeSpec(codec=codec, preset=self.degrade_preset, crf=(lo, hi),
+        crf = _int_range("degrade_crf", self.degrade_crf, check_order=False)  # DegradeSpec says what is wrong
+        return [DegradeSpec(codec=codec, preset=self.degrade_preset, crf=crf,
                             size=self.degrade_window or 2 * self.crop, rescales=self.rescale_factors, seed=self.seed)
                 for codec in self.degradation.split("+")]
 
@@ -194,6 +177,17 @@ class TrainConfig:
 
 
 # --- configuration from flags and files -----------------------------------------------------
+
+def _int_range(name: str, text: str, *, check_order: bool = True) -> tuple[int, int]:
+    """``"LOW,HIGH"`` -> ``(LOW, HIGH)``, or a ValueError naming the setting."""
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be 'LOW,HIGH', got {text!r}") from None
+    if check_order and lo > hi:
+        raise ValueError(f"{name} range {text!r} is empty")
+    return lo, hi
+
 
 def _field_type(f: dataclasses.Field) -> type:
     hints = typing.get_type_hints(TrainConfig)
