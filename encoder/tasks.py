@@ -27,7 +27,7 @@ from vsr_plugin.models import (DOWN_PRESETS, Downsampler, Upsampler, load_downsa
                                save_downsampler, save_upsampler, shipped_models)
 from vsr_plugin.yuv import Frame, frame_to_rgb
 
-from . import metrics
+from . import metrics, rate
 from .codec import ProxyConfig, apply_proxy, quantize_st
 from .data import SRPair
 
@@ -146,8 +146,8 @@ class JointModel(nn.Module):
     """Training wrapper: downsampler -> rounding -> codec proxy -> upsampler, end to end.
 
     ``forward`` takes full-resolution 8-bit planes and returns the restored planes (float code
-    values, differentiable), the downsampler's residual (for the base-layer term) and which proxy
-    was applied.
+    values, differentiable), the downsampler's residual (for the base-layer term), the rounded base
+    layer before the codec proxy (for the rate term) and which proxy was applied.
     """
 
     def __init__(self, down: Downsampler, up: Upsampler, proxy: ProxyConfig, generator: torch.Generator,
@@ -156,16 +156,16 @@ class JointModel(nn.Module):
         self.down, self.up = down, up
         self.proxy, self.generator, self.autocast, self.cfg = proxy, generator, autocast, cfg
 
-    def forward(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[Planes, torch.Tensor, str]:
+    def forward(self, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[Planes, torch.Tensor, Planes, str]:
         with self.autocast():
             res_down = self.down(channels_last(kernels.pack(y, u, v, bits=8, block=4), self.cfg))
-        lr = kernels.downscale_planes_float(res_down.float(), y, u, v, bits=8)
-        lr = tuple(quantize_st(p, 8) for p in lr)
-        lr, applied = apply_proxy(lr, self.proxy, self.generator)
+        base = kernels.downscale_planes_float(res_down.float(), y, u, v, bits=8)
+        base = tuple(quantize_st(p, 8) for p in base)
+        lr, applied = apply_proxy(base, self.proxy, self.generator)
         with self.autocast():
             res_up = self.up(channels_last(kernels.pack_float(*lr, bits=8, block=2), self.cfg))
         sr = kernels.upscale_planes_float(res_up.float(), *lr, bits=8, scale=self.up.scale)
-        return sr, res_down.float(), applied
+        return sr, res_down.float(), base, applied
 
 
 class JointTask:
@@ -204,7 +204,7 @@ class JointTask:
         return f"joint {self.cfg.down_model} downsampler + upsampler (from {self.init_up}), proxy: {codec}, {noise}"
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
-        sr, res_down, _ = model(*hr)
+        sr, res_down, base_layer, _ = model(*hr)
         restore = yuv_l1(sr, hr, bits=8, luma_weight=self.cfg.luma_weight)
         # (LR - bicubic base) in normalised units is the residual: luma phases 0..3, chroma 4, 5.
         # Squared, not absolute: an L1 term's constant pull would hold the residual at exactly zero
@@ -213,16 +213,26 @@ class JointTask:
         lw = self.cfg.luma_weight
         sq = res_down.square()
         base = lw * sq[:, :4].mean() + (1 - lw) / 2 * (sq[:, 4].mean() + sq[:, 5].mean())
-        return restore + self.cfg.base_weight * base
+        loss = restore + self.cfg.base_weight * base
+        if self.cfg.rate_weight > 0:
+            # matched rate: the learned base layer may cost (by the proxy) up to rate_target times
+            # the bits of the conventional bicubic base of the same crop, and pays for any excess
+            with torch.no_grad():
+                conventional = kernels.downscale_planes_float(torch.zeros_like(res_down), *hr, bits=8)
+                conventional = tuple(quantize_st(p, 8) for p in conventional)  # rounded like the learned one
+                reference = rate.bits(conventional, self.cfg.rate_step).clamp_min(1.0)
+            ratio = rate.bits(base_layer, self.cfg.rate_step) / reference
+            loss = loss + self.cfg.rate_weight * torch.relu(ratio - self.cfg.rate_target).mean()
+        return loss
 
     @torch.no_grad()
     def validate(self, model: JointModel, pairs: list[SRPair]) -> tuple[list[float], list[np.ndarray]]:
         """Sums for: restored Y (lossless base layer), the base layer's Y vs the conventional
-        bicubic reduction, and the reference "bicubic down + this upsampler"; sample images
-        (``restored | HR``)."""
+        bicubic reduction, and the reference "bicubic down + this upsampler"; the rate proxy's bits of
+        the learned and the conventional base layers; sample images (``restored | HR``)."""
         model.eval()
         s = self.cfg.scale
-        sums = [0.0] * 6
+        sums = [0.0] * 8
         images = []
         for pair in pairs:
             hr = _to_planes(pair.hr, self.device)
@@ -236,6 +246,8 @@ class JointTask:
                 e, n = _psnr_y(test, ref, shave)
                 sums[2 * k] += e
                 sums[2 * k + 1] += n
+            sums[6] += float(rate.bits(tuple(p.float() for p in lr), self.cfg.rate_step).sum())
+            sums[7] += float(rate.bits(tuple(p.float() for p in conventional), self.cfg.rate_step).sum())
             if len(images) < self.cfg.samples:
                 images.append(_side_by_side(restored, pair.hr))
         return sums, images
@@ -243,7 +255,8 @@ class JointTask:
     @staticmethod
     def score(sums: list[float]) -> dict[str, float]:
         p = [metrics.psnr_from_mse(sums[i] / max(sums[i + 1], 1.0)) for i in (0, 2, 4)]
-        return {"val_psnr_y": p[0], "val_base_psnr_y": p[1], "val_bicubic_down_psnr_y": p[2]}
+        return {"val_psnr_y": p[0], "val_base_psnr_y": p[1], "val_bicubic_down_psnr_y": p[2],
+                "val_rate_ratio": sums[6] / max(sums[7], 1.0)}
 
     def export(self, model: JointModel, out: Path, training: dict) -> None:
         save_downsampler(out / "best-down", model.down, training=training)

@@ -105,6 +105,10 @@ class TrainConfig:
     proxy_quality: str = "20,40"     # joint: x264 CRF / JPEG quantiser range, drawn per batch
     base_weight: float = 1.0         # joint: weight of the squared base layer - bicubic reduction
     down_lr_scale: float = 1.0       # joint: the downsampler's learning rate relative to --lr
+    rate_weight: float = 0.0         # joint: weight of the rate term (encoder/rate.py): the learned base layer's
+                                     # proxy bits over the bicubic base's, above --rate-target; 0 off
+    rate_target: float = 1.0         # joint: the share of the bicubic base layer's bits the learned one may use
+    rate_step: float = 12.0          # joint: the rate proxy's quantiser step, in 8-bit code values
     samples: int = 3                 # validation images written to TensorBoard per epoch
     threads: int = 0                 # torch CPU threads per process; 0 leaves torch's default
     channels_last: bool = True       # NHWC activations and weights (faster convolutions on CPU and GPU)
@@ -121,6 +125,8 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {', '.join(AMP)}, got {self.amp!r}")
         if not 0.0 < self.luma_weight <= 1.0:
             raise ValueError(f"luma_weight must be in (0, 1], got {self.luma_weight}")
+        if self.rate_weight < 0 or self.rate_target <= 0 or self.rate_step <= 0:
+            raise ValueError("rate_weight must be >= 0, rate_target and rate_step > 0")
         if self.down_lr_scale <= 0:
             raise ValueError(f"down_lr_scale must be positive, got {self.down_lr_scale}")
         if not 0.0 <= self.ema < 1.0:

@@ -84,3 +84,35 @@ def test_joint_smoke_run_reduces_the_loss(image_dir, tmp_path, codec):
     down, _ = load_downsampler(out / "best-down")
     up, _ = load_upsampler(out / "best-up")
     assert down.config.channels == 32 and up.config.channels == 32
+
+
+def test_rate_term_prices_a_base_layer_that_costs_more_than_bicubic(image_dir, tmp_path):
+    """At rate_target 1 the bicubic base layer (zero tail) pays nothing; a downsampler that adds
+    detail pays in proportion to its excess proxy bits, and the term's gradient reaches it."""
+    argv = JOINT + ["--data", str(image_dir), "--out", str(tmp_path / "r"), "--proxy-codec", "none",
+                    "--proxy-noise", "0", "--base-weight", "0"]
+    pairs = load_pairs(list_images(image_dir)[:6], 2)
+    lr, hr = CropSampler(pairs, scale=2, crop=32).sample(8, torch.Generator().manual_seed(3))
+
+    def losses(tail_std: float) -> tuple[float, float, JointTask]:
+        out = []
+        for weight in ("0", "1"):
+            torch.manual_seed(0)
+            task = JointTask(config_from_args(argv + ["--rate-weight", weight]), torch.device("cpu"),
+                             torch.Generator(), nullcontext)
+            torch.nn.init.normal_(task.model.down.tail.weight, std=tail_std)
+            task.model.down.zero_grad()
+            loss = task.loss(task.model, lr, hr, nullcontext())
+            loss.backward()
+            out.append((float(loss.detach()), task))
+        return out[0][0], out[1][0], out[1][1]
+
+    plain, priced, _ = losses(0.0)
+    assert priced == pytest.approx(plain, rel=1e-6)
+    plain, priced, task = losses(0.2)
+    assert priced > plain + 0.05
+    assert task.model.down.tail.weight.grad.abs().sum() > 0
+    sums, _ = task.validate(task.model, load_pairs(list_images(image_dir)[:2], 2))
+    assert task.score(sums)["val_rate_ratio"] > 1.0
+    with pytest.raises(ValueError, match="rate_weight must be >= 0"):
+        config_from_args(["--rate-weight", "-1"])
