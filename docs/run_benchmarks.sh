@@ -76,7 +76,7 @@ if has rd1080-av1; then
     rd "${HD[@]}" --codec libsvtav1 --name rd_1080p_libsvtav1
 fi
 if has sr; then
-    PAIRS=x2-codec-aware-down,x2-codec-default-down
+    PAIRS=x2-codec-aware-v2-down,x2-codec-quality-down,x2-codec-default-down
     [[ -f "$ABLATION.safetensors" ]] && PAIRS="$PAIRS,$ABLATION"
     run "$BENCH" sr --data "$DATA" --pairs "$PAIRS" --out "$OUT"
 fi

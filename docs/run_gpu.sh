@@ -11,10 +11,12 @@
 # 3. vsr-transcode pipe --upscale reading and writing y4m at 1920x1080 -> 3840x2160 (default model,
 #    fp16, batch 4): fps from its own summary line.
 #
-# 4. (TRAIN_S > 0) vsr-train of the codec-aware upsampler for a fixed budget of TRAIN_S seconds
-#    (default 420, within a 10-minute lease), bf16, batch 64, from x2-default; the weights, log and
-#    summary land in one folder, $OUT/train_cuda/, for the caller to collect (resume it elsewhere
-#    with the same command and --resume).
+# 4. (TRAIN_S > 0) vsr-train of the quality-preset codec-aware upsampler (x264 + x265 base layers)
+#    for a fixed budget of TRAIN_S seconds (default 420, within a 10-minute lease), bf16, batch 64,
+#    deepened from the default pair's upsampler; the weights, log and summary land in one folder,
+#    $OUT/train_cuda/, for the caller to collect (resume it elsewhere with the same command and --resume).
+# 5. ONNX Runtime's CUDA and TensorRT execution providers on the exported x2-default graph (960x540
+#    input, fp32 and fp16 graphs) where onnxruntime-gpu is installed; says plainly what it could not run.
 #
 # Environment: OUT (default docs/results), DEVICE (default cuda; "cpu" only to try the script),
 # SIZE (pipe and transcode input, default 1920x1080), FRAMES (pipe frames, default 240),
@@ -68,7 +70,7 @@ TRAIN_DATA=${TRAIN_DATA:-../shared/data/train}
 if [[ "$TRAIN_S" != 0 ]]; then
     if [[ -d "$TRAIN_DATA" ]]; then
         mkdir -p "$OUT/train_cuda"
-        run .venv/bin/vsr-train --mode sr --model default --init x2-default --degradation x264 --degrade-crf 16,40 \
+        run .venv/bin/vsr-train --mode sr --model quality --init x2-codec-aware-v2-up --degradation x264+x265 --degrade-crf 16,40 \
             --degrade-window 192 --data "$TRAIN_DATA" --rescales 0.8,0.6 --batch 64 --amp bf16 --device "$DEVICE" \
             --steps 20000 --epoch-steps 500 --lr 5e-4 --max-time "$TRAIN_S" --out "$OUT/train_cuda" \
             --cache "$OUT/train_cuda/cache" --resume 2>&1 | tee "$OUT/train_cuda/log.txt"
@@ -77,3 +79,38 @@ if [[ "$TRAIN_S" != 0 ]]; then
         echo "step 4 skipped: no training data at $TRAIN_DATA" | tee "$OUT/train_cuda_skipped.txt"
     fi
 fi
+
+# step 5: ONNX Runtime on the GPU (onnxruntime-gpu is not a dependency; try it where it is installed)
+{
+    mkdir -p "$OUT/onnx_gpu"
+    .venv/bin/vsr-export onnx x2-default -o "$OUT/onnx_gpu/x2-default.onnx"
+    .venv/bin/vsr-export onnx x2-default --fp16 -o "$OUT/onnx_gpu/x2-default-fp16.onnx"
+    $PY - "$OUT/onnx_gpu" <<'PYEOF'
+import sys, time
+import numpy as np
+folder = sys.argv[1]
+try:
+    import onnxruntime as ort
+except ImportError:
+    sys.exit("onnxruntime is not installed: nothing to time")
+have = ort.get_available_providers()
+print("available providers:", ", ".join(have))
+for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
+    if provider not in have:
+        print(f"{provider}: not available here (pip install onnxruntime-gpu); not run")
+        continue
+    for name, dtype in (("x2-default.onnx", np.float32), ("x2-default-fp16.onnx", np.float16)):
+        try:
+            s = ort.InferenceSession(f"{folder}/{name}", providers=[provider])
+            x = (np.random.rand(1, 6, 270, 480) * 2 - 1).astype(dtype)
+            for _ in range(5):
+                s.run(None, {"packed": x})
+            t = time.perf_counter()
+            for _ in range(20):
+                s.run(None, {"packed": x})
+            ms = (time.perf_counter() - t) / 20 * 1000
+            print(f"{provider} {name}: {ms:.2f} ms per 960x540 frame (network only), {1000 / ms:.1f} fps")
+        except Exception as e:  # report and go on: this step only measures
+            print(f"{provider} {name}: could not run ({type(e).__name__}: {str(e).splitlines()[0]})")
+PYEOF
+} 2>&1 | tee "$OUT/onnx_gpu.txt"

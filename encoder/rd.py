@@ -50,7 +50,7 @@ from .vmaf import DEFAULT_MODEL, VmafJob, check_psnr
 
 PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr")
 RD_CODECS = ("libx264", "libx265", "libsvtav1")  # lossy codecs with a CRF scale
-ANCHORS = ("native", "bicubic")
+ANCHORS = ("native", "bicubic", "lanczos", "sr")  # each compared with the pipelines after it
 BD_METRICS = ("psnr_y", "vmaf")
 PLOT_METRICS = ("psnr_y", "ssim_y", "psnr_yuv", "vmaf")
 METRIC_LABELS = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "psnr_yuv": "PSNR-YUV 6:1:1 (dB)", "vmaf": "VMAF"}

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # The shipped down/upsampler pair that vsr-transcode, the pipe's --downscale and
 # vsr_plugin.downscale use unless told otherwise, chosen by `vsr-bench rd` (README, Shipped models).
-DEFAULT_PAIR = "codec-aware"
+DEFAULT_PAIR = "codec-aware-v2"
 
 _VAPOURSYNTH = ("upscale", "downscale", "source")
 

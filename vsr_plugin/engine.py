@@ -18,6 +18,7 @@ import torch
 import kernels
 
 from . import runtimes
+from .cpu_features import has_native_bf16
 from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, load_upsampler
 from .yuv import Frame
 
@@ -42,13 +43,22 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def default_dtype(device: torch.device) -> str:
+    """fp16 on CUDA; on the CPU bf16 where it computes bf16 natively (AVX-512 BF16, AMX: 1.5-2x the
+    fp32 speed here, 0.003 dB PSNR-Y at most on Set5/Set14, README), fp32 elsewhere."""
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if has_native_bf16() else "fp32"
+
+
 @dataclass(frozen=True, kw_only=True)
 class EngineOptions:
     """How the network runs.
 
     Args:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` means fp16 on CUDA and fp32 on CPU.
+        dtype: ``fp32``, ``fp16`` or ``bf16``; ``None`` means :func:`default_dtype` (fp16 on CUDA;
+            bf16 on CPUs with native BF16, fp32 on other CPUs).
         batch: frames per network call.
         tile: tile edge in input luma pixels (even, >= 16), or ``None`` for whole frames.
         tile_overlap: context around each tile, in packed cells (2 input pixels each for the
@@ -98,7 +108,9 @@ class _Engine:
             net, info = copy.deepcopy(model), None
         else:
             net, info = self.load(model, scale=scale)
-        self.dtype = DTYPES[options.dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
+        self.dtype = DTYPES[options.dtype or default_dtype(self.device)]
+        if options.runtime == "onnxruntime" and options.dtype is None:
+            self.dtype = torch.float32  # the default bf16 is torch's and OpenVINO's; ONNX Runtime runs fp32
         self.info = info
         self.scale = net.scale
         self.net = net.eval().to(self.device, self.dtype, memory_format=torch.channels_last)

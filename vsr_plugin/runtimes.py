@@ -16,6 +16,7 @@ here, only when asked for. Asking for one that is not installed is an error nami
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import sys
@@ -68,7 +69,8 @@ def _import_openvino():
 
 def onnx_bytes(net: torch.nn.Module, *, fp16: bool = False) -> bytes:
     """The ONNX graph of ``net`` (float32, or float16 weights and tensors) with dynamic N, h, w."""
-    net = net.eval().to("cpu", torch.float16 if fp16 else torch.float32, memory_format=torch.contiguous_format)
+    net = copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
+                                       memory_format=torch.contiguous_format)  # the caller's stays as it was
     channels = net.body[0].in_channels if hasattr(net, "body") else 6
     example = torch.zeros(1, channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
     buffer = io.BytesIO()

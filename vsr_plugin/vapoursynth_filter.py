@@ -115,7 +115,8 @@ def upscale(clip: vs.VideoNode, *, scale: int = 2, model: str = "default", devic
         scale: upscale factor of the weights (2 is shipped).
         model: shipped model name (``"default"``, ``"fast"``) or a weights path.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: ``fp32``, ``fp16`` or ``bf16`` (default: fp16 on CUDA, fp32 on CPU).
+        dtype: ``fp32``, ``fp16`` or ``bf16`` (default: fp16 on CUDA; bf16 on CPUs with native BF16,
+            fp32 on other CPUs).
         tile: tile edge in input pixels for large frames (None: whole frames).
         num_streams: engines working concurrently (default: 2 on CUDA, 1 on CPU where torch already
             uses every core for one frame).

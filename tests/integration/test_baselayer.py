@@ -51,7 +51,7 @@ def test_shipped_pair_is_the_default_both_ways(tmp_path):
     assert main([str(src), "-q"]) == 0
     with av.open(str(tmp_path / "in.vsr.mkv")) as c:
         tags = {k.upper(): v for k, v in c.metadata.items()}
-    assert (tags["VSR_DOWNSAMPLER"], tags["VSR_UPSAMPLER"]) == ("x2-codec-aware-down", "x2-codec-aware-up")
+    assert (tags["VSR_DOWNSAMPLER"], tags["VSR_UPSAMPLER"]) == pair_names(DEFAULT_PAIR)
     assert main([str(tmp_path / "in.vsr.mkv"), "-q"]) == 0
     r = read_back(tmp_path / "in.restored.mkv")
     assert (r["width"], r["height"], r["frames"]) == (96, 64, 3)
@@ -177,7 +177,7 @@ def test_stripped_base_layer_is_not_reduced_again(tmp_path, tiny_pair, capsys):
                  "-q"]) == 0
 
 
-@pytest.mark.skipif("x2-codec-aware-down" not in shipped_models("downsampler"), reason="no shipped pair")
+@pytest.mark.skipif(pair_names(DEFAULT_PAIR)[0] not in shipped_models("downsampler"), reason="no shipped pair")
 def test_default_base_layer_is_the_bicubic_reduction():
     """The default pair's downsampler has no learned part yet: its base layer is exactly the
     antialiased bicubic reduction, which any player shows as an ordinary picture."""

@@ -101,6 +101,10 @@ def test_rd_ladders_on_tiny_clips(natural_clip, tiny_model, tmp_path, capsys, mo
         sr_native = clip["bd"]["psnr_y"]["vs native"]["sr"]
         assert set(sr_native["bd_rate"]) == {"pchip", "akima"} and "crossovers" in sr_native
         assert "native" not in clip["bd"]["vmaf"]["vs bicubic"]
+        # every anchor present is compared with the pipelines after it (native, bicubic, lanczos, sr)
+        present = [a for a in ("native", "bicubic", "lanczos", "sr") if a in data["pipelines"]]
+        for i, anchor in enumerate(present):
+            assert set(clip["bd"]["vmaf"][f"vs {anchor}"]) == set(data["pipelines"]) - set(present[:i + 1])
     # sr encodes the very same base layers as bicubic (bit-exact encodes), then restores them differently
     pts = data["clips"][0]["points"]
     sr, bic = ([p for p in pts if p["pipeline"] == n] for n in ("sr", "bicubic"))

@@ -210,8 +210,8 @@ def test_pipe_and_vapoursynth_on_onnx_runtime_match_torch(tmp_path, tiny_model):
     src = make_clip(tmp_path / "in.mkv", size=(37, 21), frames=3, vcodec="ffv1", pix_fmt="yuv420p10le", audio=False)
     outs = []
     for runtime in ("torch", "onnxruntime"):
-        proc = subprocess.run(PIPE + ["--model", tiny_model, "--runtime", runtime], input=_y4m_bytes(src),
-                              capture_output=True, timeout=120)
+        proc = subprocess.run(PIPE + ["--model", tiny_model, "--runtime", runtime, "--dtype", "fp32"],
+                              input=_y4m_bytes(src), capture_output=True, timeout=120)
         assert proc.returncode == 0, proc.stderr.decode()
         data = proc.stdout
         outs.append(np.frombuffer(data[data.index(b"\n") + 1:].replace(b"FRAME\n", b""), "<u2").astype(np.int32))
@@ -219,7 +219,7 @@ def test_pipe_and_vapoursynth_on_onnx_runtime_match_torch(tmp_path, tiny_model):
     assert np.abs(outs[0] - outs[1]).max() <= 1
     clip = vsr_plugin.source(str(make_clip(tmp_path / "even.mkv", size=(38, 22), frames=3, vcodec="ffv1",
                                            pix_fmt="yuv420p10le", audio=False)))
-    a = vsr_plugin.upscale(clip, model=tiny_model, device="cpu").get_frame(2)
-    b = vsr_plugin.upscale(clip, model=tiny_model, device="cpu", runtime="onnxruntime").get_frame(2)
+    a = vsr_plugin.upscale(clip, model=tiny_model, device="cpu", dtype="fp32").get_frame(2)
+    b = vsr_plugin.upscale(clip, model=tiny_model, device="cpu", dtype="fp32", runtime="onnxruntime").get_frame(2)
     for i in range(3):
         assert np.abs(np.asarray(a[i]).astype(np.int32) - np.asarray(b[i])).max() <= 1

@@ -23,8 +23,8 @@ def _max_code_difference(a, b) -> int:
 def test_runtime_equals_torch_within_one_code_on_odd_sizes(runtime, bits):
     for shape in ((2, 37, 23), (1, 9, 64)):  # odd sizes, two resolutions through one engine (one graph)
         planes = random_planes(*shape, bits)
-        want = Upscaler("default", device="cpu").upscale_planes(*planes, bits=bits)
-        engine = Upscaler("default", device="cpu", runtime=runtime)
+        want = Upscaler("default", device="cpu", dtype="fp32").upscale_planes(*planes, bits=bits)
+        engine = Upscaler("default", device="cpu", dtype="fp32", runtime=runtime)
         got = engine.upscale_planes(*planes, bits=bits)
         assert [tuple(p.shape) for p in got] == [tuple(p.shape) for p in want]
         assert all(g.dtype == w.dtype for g, w in zip(got, want))
@@ -36,11 +36,11 @@ def test_runtime_equals_torch_within_one_code_on_odd_sizes(runtime, bits):
 def test_runtime_downscaler_and_tiles(runtime):
     planes = random_planes(1, 70, 46, 8)
     down = "x2-codec-default-down"
-    want = Downscaler(down, device="cpu").downscale_planes(*planes, bits=8)
-    assert _max_code_difference(Downscaler(down, device="cpu", runtime=runtime).downscale_planes(*planes, bits=8),
-                                want) <= 1
-    want = Upscaler("fast", device="cpu").upscale_planes(*planes, bits=8)
-    tiled = Upscaler("fast", device="cpu", runtime=runtime, tile=32).upscale_planes(*planes, bits=8)
+    want = Downscaler(down, device="cpu", dtype="fp32").downscale_planes(*planes, bits=8)
+    got = Downscaler(down, device="cpu", dtype="fp32", runtime=runtime).downscale_planes(*planes, bits=8)
+    assert _max_code_difference(got, want) <= 1
+    want = Upscaler("fast", device="cpu", dtype="fp32").upscale_planes(*planes, bits=8)
+    tiled = Upscaler("fast", device="cpu", dtype="fp32", runtime=runtime, tile=32).upscale_planes(*planes, bits=8)
     assert _max_code_difference(tiled, want) <= 1
 
 
@@ -102,6 +102,16 @@ def test_auto_keeps_the_fastest_measured_runtime():
     fast = lambda x: x  # noqa: E731
     assert runtimes.fastest({"slow": slow, "fast": fast}, torch.zeros(1)) == "fast"
     assert len(slow_calls) == 4  # one warm-up, three timed
+
+
+def test_default_precision_follows_the_cpu(monkeypatch):
+    import vsr_plugin.engine as engine_module
+    monkeypatch.setattr(engine_module, "has_native_bf16", lambda: True)
+    assert Upscaler("fast", device="cpu").dtype == torch.bfloat16
+    assert Upscaler("fast", device="cpu", runtime="onnxruntime").dtype == torch.float32  # it runs fp32 only
+    monkeypatch.setattr(engine_module, "has_native_bf16", lambda: False)
+    assert Upscaler("fast", device="cpu").dtype == torch.float32
+    assert engine_module.default_dtype(torch.device("cuda")) == "fp16"
 
 
 def test_runtime_refuses_what_it_cannot_run():
