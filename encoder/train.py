@@ -138,7 +138,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.rescale_factors  # validates
-        self.train_crf_range
+        if self.train_crf_range and self.degradation == "bicubic":
+            raise ValueError("--train-crf selects coded training pairs; it needs --degradation x264, x265 or x264+x265")
         self.proxy_quality_range
         if self.reparam and self.mode != "sr":
             raise ValueError("--reparam applies to sr mode")

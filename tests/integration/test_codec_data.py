@@ -116,6 +116,7 @@ def test_training_on_coded_pairs(image_dir, tmp_path, codecs):
     (["--degradation", "x264", "--degrade-crf", "30,60"], "CRF range must satisfy"),
     (["--degradation", "x264", "--mode", "joint"], "applies to sr mode"),
     (["--degradation", "x264", "--train-crf", "30,20"], "train_crf range '30,20' is empty"),
+    (["--train-crf", "20,30"], "--train-crf selects coded training pairs"),
     (["--exclude", "nope"], "--exclude names images that are not in --data: nope"),
 ])
 def test_bad_degradation_is_one_clear_line(argv, message, image_dir, capsys):
