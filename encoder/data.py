@@ -117,6 +117,9 @@ def _transform(plane: np.ndarray, op: int) -> np.ndarray:
     return plane
 
 
+Batch = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]  # (LR planes, HR planes)
+
+
 class CropSampler:
     """Random aligned HR/LR crops with flips and 90-degree rotations, drawn with the torch Generator
     each call is given (training gives one per step, see :class:`BatchPrefetcher`)."""
@@ -131,7 +134,7 @@ class CropSampler:
         areas = torch.tensor([float(p.hr.height * p.hr.width) for p in self.pairs])
         self.weights = areas / areas.sum()  # sample images by area: every pixel equally likely
 
-    def sample(self, batch: int, generator: torch.Generator) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def sample(self, batch: int, generator: torch.Generator) -> Batch:
         """``(lr_y, lr_u, lr_v), (hr_y, hr_u, hr_v)`` uint8 tensors with a leading batch dim."""
         randint = lambda high: int(torch.randint(high, (1,), generator=generator))  # noqa: E731
         s, c = self.scale, self.crop
@@ -153,9 +156,6 @@ class CropSampler:
                 hr_planes[k].append(_transform(hr_crop, op))
         stack = lambda planes: tuple(torch.from_numpy(np.stack(p)) for p in planes)  # noqa: E731
         return stack(lr_planes), stack(hr_planes)
-
-
-Batch = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
 
 
 class BatchPrefetcher:

@@ -606,7 +606,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dtypes", default="",
                    help="comma-separated fp32,fp16,bf16 (default: CPU fp32; CUDA fp16,bf16,fp32)")
     p.add_argument("--runtimes", default="",
-                   help="comma-separated runtimes to time (default: torch and every installed one: onnxruntime, openvino)")
+                   help="comma-separated runtimes to time (default: torch and every installed one: "
+                        "onnxruntime, openvino)")
     p.add_argument("--batches", default="", help="comma-separated batch sizes (default: CPU 1; CUDA 1,4)")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=1)

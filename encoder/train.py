@@ -528,7 +528,8 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
                 history.append({"step": step, "train_loss": running / seen, **scores})
                 extra = "".join(f"  {k.removeprefix('val_')} {v:.3f}" for k, v in scores.items() if k != "val_psnr_y")
                 _log(ctx, f"step {step}/{cfg.steps}  loss {running / seen:.5f}  val PSNR-Y {val_psnr:.3f} dB"
-                          f"{' (best)' if improved else ''}{extra}  lr {opt.param_groups[0]['lr']:.2e}  {rate:.2f} steps/s")
+                          f"{' (best)' if improved else ''}{extra}  lr {opt.param_groups[0]['lr']:.2e}"
+                          f"  {rate:.2f} steps/s")
                 if writer is not None:
                     for k, v in scores.items():
                         writer.add_scalar(f"val/{k.removeprefix('val_')}", v, step)

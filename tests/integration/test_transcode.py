@@ -426,7 +426,8 @@ def test_hdr10_mastering_display_and_light_levels_survive(tmp_path, tiny_model, 
 
 def test_text_subtitles_convert_between_mp4_and_mkv_and_fonts_come_along(tmp_path, tiny_model, capsys):
     srt = tmp_path / "s.srt"
-    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nhello world\n\n2\n00:00:00,240 --> 00:00:00,360\nsecond, ünïcode\n")
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nhello world\n\n"
+                   "2\n00:00:00,240 --> 00:00:00,360\nsecond, ünïcode\n")
     font = tmp_path / "font.ttf"
     font.write_bytes(bytes(range(256)) * 12)
     video = make_clip(tmp_path / "v.mp4", size=(64, 48), frames=10)
