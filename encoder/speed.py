@@ -398,13 +398,9 @@ def _defaults(device: torch.device) -> tuple[list[str], list[int]]:
 
 def runtimes_for(device: torch.device, dtype: str, wanted: list[str] | None) -> list[str]:
     """The runtimes to time for a device and dtype: torch, and each installed one that runs them."""
-    out = ["torch"]
-    if device.type == "cpu":
-        if dtype == "fp32":
-            out += ["onnxruntime", "openvino"]
-        elif dtype == "bf16":
-            out += ["openvino"]
-    return [r for r in out if runtimes.installed(r) and (wanted is None or r in wanted)]
+    return [r for r in ("torch", "onnxruntime", "openvino")
+            if runtimes.installed(r) and runtimes.unsupported(r, device, DTYPES[dtype]) is None
+            and (wanted is None or r in wanted)]
 
 
 def run_speed(args: argparse.Namespace) -> int:

@@ -246,8 +246,8 @@ class JointTask:
                 e, n = _psnr_y(test, ref, shave)
                 sums[2 * k] += e
                 sums[2 * k + 1] += n
-            sums[6] += float(rate.bits(tuple(p.float() for p in lr), self.cfg.rate_step).sum())
-            sums[7] += float(rate.bits(tuple(p.float() for p in conventional), self.cfg.rate_step).sum())
+            sums[6] += float(rate.bits(lr, self.cfg.rate_step).sum())  # integer planes: rate.bits promotes
+            sums[7] += float(rate.bits(conventional, self.cfg.rate_step).sum())
             if len(images) < self.cfg.samples:
                 images.append(_side_by_side(restored, pair.hr))
         return sums, images

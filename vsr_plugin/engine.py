@@ -43,12 +43,14 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def default_dtype(device: torch.device) -> str:
+def default_dtype(device: torch.device, runtime: str = "torch") -> str:
     """fp16 on CUDA; on the CPU bf16 where it computes bf16 natively (AVX-512 BF16, AMX: 1.5-2x the
-    fp32 speed here, 0.003 dB PSNR-Y at most on Set5/Set14, README), fp32 elsewhere."""
+    fp32 speed here, 0.003 dB PSNR-Y at most on Set5/Set14, README) and the runtime runs bf16, fp32
+    elsewhere."""
     if device.type == "cuda":
         return "fp16"
-    return "bf16" if has_native_bf16() else "fp32"
+    bf16_ok = has_native_bf16() and runtimes.unsupported(runtime, device, torch.bfloat16) is None
+    return "bf16" if bf16_ok else "fp32"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,9 +110,7 @@ class _Engine:
             net, info = copy.deepcopy(model), None
         else:
             net, info = self.load(model, scale=scale)
-        self.dtype = DTYPES[options.dtype or default_dtype(self.device)]
-        if options.runtime == "onnxruntime" and options.dtype is None:
-            self.dtype = torch.float32  # the default bf16 is torch's and OpenVINO's; ONNX Runtime runs fp32
+        self.dtype = DTYPES[options.dtype or default_dtype(self.device, options.runtime)]
         self.info = info
         self.scale = net.scale
         self.net = net.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
@@ -121,18 +121,16 @@ class _Engine:
             warnings.warn("this model uses global attention: tiled output differs from whole-frame output",
                           skip_file_prefixes=(_PACKAGE_DIR,))  # blame the caller outside vsr_plugin
         self.overlap = options.tile_overlap if options.tile_overlap is not None else (radius or 8)
-        if options.runtime == "auto":
-            self._run, self.runtime = None, "auto"  # measured on the first call
-        else:
-            self._run, self.runtime = runtimes.network(self.net, options.runtime, device=self.device, dtype=self.dtype)
+        self.runtime = options.runtime  # "auto" until measured on the first call
+        self._run = None if self.runtime == "auto" else runtimes.network(self.net, self.runtime, device=self.device,
+                                                                          dtype=self.dtype)
 
     def _choose_runtime(self, example: torch.Tensor) -> None:
         """``auto``: time each installed runtime that can run this device and dtype on ``example``."""
-        candidates: dict[str, Callable] = {"torch": self.net}
-        if self.device.type == "cpu" and self.dtype != torch.float16:
-            for name in ("onnxruntime", "openvino"):
-                if runtimes.installed(name) and not (name == "onnxruntime" and self.dtype == torch.bfloat16):
-                    candidates[name] = runtimes.network(self.net, name, device=self.device, dtype=self.dtype)[0]
+        candidates: dict[str, Callable] = {
+            name: runtimes.network(self.net, name, device=self.device, dtype=self.dtype)
+            for name in ("torch", "onnxruntime", "openvino")
+            if runtimes.installed(name) and runtimes.unsupported(name, self.device, self.dtype) is None}
         self.runtime = runtimes.fastest(candidates, example) if len(candidates) > 1 else "torch"
         self._run = candidates[self.runtime]
 

@@ -71,8 +71,7 @@ def onnx_bytes(net: torch.nn.Module, *, fp16: bool = False) -> bytes:
     """The ONNX graph of ``net`` (float32, or float16 weights and tensors) with dynamic N, h, w."""
     net = copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
                                        memory_format=torch.contiguous_format)  # the caller's stays as it was
-    channels = net.body[0].in_channels if hasattr(net, "body") else 6
-    example = torch.zeros(1, channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
+    example = torch.zeros(1, net.body[0].in_channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
     buffer = io.BytesIO()
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
@@ -107,8 +106,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 class OnnxRuntimeNetwork:
     """The network through ONNX Runtime's CPU provider (float32)."""
 
-    name = "onnxruntime"
-
     def __init__(self, graph: bytes, *, threads: int) -> None:
         import onnxruntime as ort
 
@@ -127,8 +124,6 @@ class OpenVinoNetwork:
     """The network through OpenVINO on the CPU; ``bf16`` asks for bf16 inference precision (used
     natively on CPUs with AVX-512 BF16 or AMX), otherwise float32."""
 
-    name = "openvino"
-
     def __init__(self, graph: bytes, *, threads: int, bf16: bool = False) -> None:
         ov = _import_openvino()
         core = ov.Core()
@@ -144,22 +139,33 @@ class OpenVinoNetwork:
         return torch.from_numpy(next(iter(result.values())).copy())
 
 
-def network(net: torch.nn.Module, runtime: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Network, str]:
-    """A callable running ``net`` on packed tensors with ``runtime`` (not ``auto``), and its name."""
-    require(runtime)
+def unsupported(runtime: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why ``runtime`` cannot run the network on ``device`` in ``dtype``, or None when it can.
+    The one statement of these rules: the engine, ``auto`` and ``vsr-bench speed`` all ask here."""
     if runtime == "torch":
-        return net, "torch"
+        return None
     if device.type != "cpu":
-        raise ValueError(f"runtime {runtime!r} runs on the CPU here; use --runtime torch on {device.type}")
+        return f"runtime {runtime!r} runs on the CPU here; use --runtime torch on {device.type}"
     if dtype == torch.float16:
-        raise ValueError(f"runtime {runtime!r} runs fp32 (or bf16 with openvino) on the CPU, not fp16")
+        return f"runtime {runtime!r} runs fp32 (or bf16 with openvino) on the CPU, not fp16"
     if dtype == torch.bfloat16 and runtime == "onnxruntime":
-        raise ValueError("onnxruntime runs fp32 on the CPU; use --dtype fp32, or --runtime openvino for bf16")
+        return "onnxruntime runs fp32 on the CPU; use --dtype fp32, or --runtime openvino for bf16"
+    return None
+
+
+def network(net: torch.nn.Module, runtime: str, *, device: torch.device, dtype: torch.dtype) -> Network:
+    """A callable running ``net`` on packed tensors with ``runtime`` (not ``auto``)."""
+    require(runtime)
+    reason = unsupported(runtime, device, dtype)
+    if reason:
+        raise ValueError(reason)
+    if runtime == "torch":
+        return net
     graph = onnx_bytes(net)
     threads = torch.get_num_threads()
     if runtime == "onnxruntime":
-        return OnnxRuntimeNetwork(graph, threads=threads), "onnxruntime"
-    return OpenVinoNetwork(graph, threads=threads, bf16=dtype == torch.bfloat16), "openvino"
+        return OnnxRuntimeNetwork(graph, threads=threads)
+    return OpenVinoNetwork(graph, threads=threads, bf16=dtype == torch.bfloat16)
 
 
 def fastest(candidates: dict[str, Network], example: torch.Tensor, *, repeats: int = 3) -> str:
