@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from encoder.codec_data import codec_pairs
-from encoder.data import split_validation
-from encoder.tasks import SRTask
-from encoder.train import config_from_args, training_images
+from encoder.training.codec_data import codec_pairs
+from encoder.training.data import split_validation
+from encoder.training.tasks import SRTask
+from encoder.training.train import config_from_args, training_images
 from vsr_plugin.models import load_upsampler
 
 NATURE_1080P = ("100075,100098,103041,105019,105053,106020,108073,109034,112082,113016,113044,117054,118020,"

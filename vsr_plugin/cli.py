@@ -202,11 +202,9 @@ def _encode(args: argparse.Namespace, encode) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    # The measuring machinery (ffmpeg metrics, VMAF, rate matching) lives with the benchmarks.
-    from encoder.transcode_report import ReportOptions, run_report
-
     from .atomic import write_bytes_atomic
     from .models import pair_names, resolve_weights
+    from .transcode_report import ReportOptions, run_report
 
     if args.upscale:
         raise ValueError("--report measures the encoder side's round trip; it does not combine with --upscale")

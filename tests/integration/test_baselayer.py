@@ -154,7 +154,7 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
                                         (-0.5, 2.0, "mixed: vsr wins on VMAF, native on PSNR-Y"),
                                         (0.5, -2.0, "mixed: vsr wins on PSNR-Y, native on VMAF")])
 def test_report_verdict_names_the_winner(dp, dv, head):
-    from encoder.transcode_report import report_verdict
+    from vsr_plugin.transcode_report import report_verdict
 
     native = {"psnr_y": 30.0, "vmaf": 80.0, "kbps": 500.0}
     text = report_verdict({"psnr_y": 30.0 + dp, "vmaf": 80.0 + dv, "kbps": 498.0}, native)

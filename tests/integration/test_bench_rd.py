@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoder.bench import main
-from encoder.clips import ClipSpec, make_clip
-from encoder.metrics import PSNR_CAP_DB, frame_quality
-from encoder.video import decode, encode, read_clip, stream_bits, write_y4m
-from encoder.vmaf import MetricError, check_psnr, libvmaf
+from encoder.benchmarks.bench import main
+from encoder.benchmarks.clips import ClipSpec, make_clip
+from vsr_plugin.measure.metrics import PSNR_CAP_DB, frame_quality
+from vsr_plugin.measure.video import decode, encode, read_clip, stream_bits, write_y4m
+from vsr_plugin.measure.vmaf import MetricError, check_psnr, libvmaf
 from tests.conftest import smooth_rgb
 from tests.media_helpers import make_clip as ffmpeg_clip
 from vsr_plugin.media import EncodeOptions
@@ -72,10 +72,11 @@ def test_x264_sei_is_not_counted(natural_clip, tmp_path):
 
 
 def test_rd_ladders_on_tiny_clips(natural_clip, tiny_model, tmp_path, capsys, monkeypatch):
-    import encoder.rd
+    import encoder.benchmarks.rd
 
-    shipped = encoder.rd._shipped  # as if no downsampler were shipped: vsr is skipped with a note
-    monkeypatch.setattr(encoder.rd, "_shipped", lambda kind, **kw: None if kind == "downsampler" else shipped(kind, **kw))
+    shipped = encoder.benchmarks.rd._shipped  # as if no downsampler were shipped: vsr is skipped with a note
+    monkeypatch.setattr(encoder.benchmarks.rd, "_shipped",
+                        lambda kind, **kw: None if kind == "downsampler" else shipped(kind, **kw))
     odd = ffmpeg_clip(tmp_path / "odd.mkv", size=(65, 49), frames=3, vcodec="ffv1", audio=False)
     out = tmp_path / "out"
     argv = ["rd", natural_clip, str(odd), "--pipelines", "native,bicubic,lanczos,sr,vsr", "--model", tiny_model,

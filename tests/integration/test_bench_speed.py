@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from encoder.bench import main
+from encoder.benchmarks.bench import main
 
 
 def test_minimal_speed_run_writes_json_and_markdown(tiny_model, tmp_path, capsys):

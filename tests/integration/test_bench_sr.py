@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from encoder.bench import main, sr_case
+from encoder.benchmarks.bench import main, sr_case
 from tests.conftest import SHARED_DATA, smooth_rgb
 from tests.unit.test_models import randomised
 from vsr_plugin.models import PRESETS, Upsampler, UpsamplerConfig, save_upsampler, shipped_models

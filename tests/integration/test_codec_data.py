@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import kernels
-from encoder import metrics
-from encoder.codec_data import DegradeSpec, build_cache, code_sequence, load_cache
-from encoder.train import config_from_args, main, train
+from vsr_plugin.measure import metrics
+from encoder.training.codec_data import DegradeSpec, build_cache, code_sequence, load_cache
+from encoder.training.train import config_from_args, main, train
 from tests.conftest import smooth_rgb
 
 SPEC = DegradeSpec(size=64, frames=6, speed=3, crf=(20, 40), clean_fraction=0.3, pixels_per_sequence=8000)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoder.bench import main
-from encoder.clips import ClipSpec, make_clip, plan
-from encoder.resample import downscale2, upscale2
-from encoder.video import read_clip
+from encoder.benchmarks.bench import main
+from encoder.benchmarks.clips import ClipSpec, make_clip, plan
+from vsr_plugin.measure.resample import downscale2, upscale2
+from vsr_plugin.measure.video import read_clip
 
 
 @pytest.fixture(scope="module")

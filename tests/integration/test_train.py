@@ -11,9 +11,9 @@ import torch
 
 import kernels
 
-from encoder.data import list_images, load_pairs, split_validation
-from encoder.tasks import SRTask
-from encoder.train import TrainConfig, config_from_args, main, train
+from encoder.training.data import list_images, load_pairs, split_validation
+from encoder.training.tasks import SRTask
+from encoder.training.train import TrainConfig, config_from_args, main, train
 from tests.conftest import REPO
 from vsr_plugin.models import load_upsampler
 
@@ -55,7 +55,7 @@ def test_resume_continues_from_the_saved_step(image_dir, tmp_path, capsys):
 # training returns (left running into interpreter exit, they aborted a rank now and then).
 _THREADS_AT_EXIT = """
 import os, sys
-from encoder.train import main
+from encoder.training.train import main
 rc = main(sys.argv[1:])
 names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
 print(f"rank {os.environ['RANK']} threads after training: {names}", file=sys.stderr, flush=True)

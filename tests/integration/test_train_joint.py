@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import kernels
-from encoder.codec import ProxyConfig, apply_proxy, codec_round_trip, quantize_st, straight_through
-from encoder.data import CropSampler, list_images, load_pairs
-from encoder.tasks import JointTask
-from encoder.train import config_from_args, train
+from encoder.training.codec import ProxyConfig, apply_proxy, codec_round_trip, quantize_st, straight_through
+from encoder.training.data import CropSampler, list_images, load_pairs
+from encoder.training.tasks import JointTask
+from encoder.training.train import config_from_args, train
 from vsr_plugin.models import load_downsampler, load_upsampler
 
 JOINT = ["--mode", "joint", "--model", "fast", "--down-model", "fast", "--crop", "32", "--batch", "4",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from encoder.bdrate import METHODS, Curve, bd_quality, bd_rate, compare, crossovers
+from vsr_plugin.measure.bdrate import METHODS, Curve, bd_quality, bd_rate, compare, crossovers
 
 RATES = np.array([100.0, 200.0, 400.0, 800.0])
 PSNR = np.array([30.0, 33.0, 36.0, 39.0])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from encoder import rate
+from encoder.training import rate
 
 
 def _basis(u: int, v: int) -> torch.Tensor:

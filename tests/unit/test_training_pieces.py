@@ -5,8 +5,8 @@ import threading
 import pytest
 import torch
 
-from encoder.data import BatchPrefetcher, CropSampler, SRPair, make_pair
-from encoder.train import config_from_args, resolve_amp
+from encoder.training.data import BatchPrefetcher, CropSampler, SRPair, make_pair
+from encoder.training.train import config_from_args, resolve_amp
 from vsr_plugin.cpu_features import has_native_bf16
 
 
@@ -22,7 +22,7 @@ def test_native_bf16_is_read_from_the_cpu_flags(flags, native):
 
 
 def test_amp_auto_follows_the_device(monkeypatch):
-    import encoder.train as train_module
+    import encoder.training.train as train_module
     cpu = torch.device("cpu")
     monkeypatch.setattr(train_module, "has_native_bf16", lambda: True)
     assert resolve_amp("auto", cpu) == "bf16"

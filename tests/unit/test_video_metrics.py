@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoder import metrics
-from encoder.resample import downscale2, half_size, upscale2
-from encoder.video import pad_even, read_clip, write_y4m
+from vsr_plugin.measure import metrics
+from vsr_plugin.measure.resample import downscale2, half_size, upscale2
+from vsr_plugin.measure.video import pad_even, read_clip, write_y4m
 from tests.conftest import smooth_rgb
 from vsr_plugin.yuv import Colorimetry, Frame, rgb_to_frame
 

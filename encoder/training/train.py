@@ -4,7 +4,7 @@ One script for one GPU, the CPU, or many processes under ``torchrun`` (DDP; gloo
 on CUDA). Everything is configured by :class:`TrainConfig`: CLI flags mirror its fields, and
 ``--config FILE`` (JSON or TOML) supplies defaults that flags override.
 
-Per step (``sr`` mode; ``joint`` is described in :mod:`encoder.tasks`)::
+Per step (``sr`` mode; ``joint`` is described in :mod:`encoder.training.tasks`)::
 
     HR crop --bicubic AA--> LR RGB --8 bit, BT.601 4:2:0--> LR planes --pack--> Upsampler
         --residual + bilinear base--> SR planes   vs  HR planes:  L1 (luma weighted over chroma)
@@ -106,7 +106,7 @@ class TrainConfig:
     proxy_quality: str = "20,40"     # joint: x264 CRF / JPEG quantiser range, drawn per batch
     base_weight: float = 1.0         # joint: weight of the squared base layer - bicubic reduction
     down_lr_scale: float = 1.0       # joint: the downsampler's learning rate relative to --lr
-    rate_weight: float = 0.0         # joint: weight of the rate term (encoder/rate.py): the learned base layer's
+    rate_weight: float = 0.0         # joint: weight of the rate term (encoder/training/rate.py): the learned base layer's
                                      # proxy bits over the bicubic base's, above --rate-target; 0 off
     rate_target: float = 1.0         # joint: the share of the bicubic base layer's bits the learned one may use
     rate_step: float = 12.0          # joint: the rate proxy's quantiser step, in 8-bit code values

@@ -36,10 +36,10 @@ import numpy as np
 from PIL import Image
 
 from vsr_plugin.atomic import atomic_output
+from vsr_plugin.measure.video import write_ffv1, write_y4m
 from vsr_plugin.progress import Progress
 from vsr_plugin.yuv import Colorimetry, Frame, chroma_shape, rgb_to_yuv_float
 
-from .video import write_ffv1, write_y4m
 
 RENDER_FILTER = Image.Resampling.LANCZOS
 MARGIN = 3.0  # output pixels kept between the window and the canvas edge (filter support, chroma offset)

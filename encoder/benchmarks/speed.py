@@ -43,14 +43,15 @@ import torch.nn.functional as F
 from vsr_plugin import runtimes
 from vsr_plugin.cpu_features import has_native_bf16
 from vsr_plugin.engine import DTYPES, Upscaler, resolve_device
+from vsr_plugin.measure.markdown import markdown_table
+from vsr_plugin.measure.video import encode, write_y4m
 from vsr_plugin.media import DEFAULT_CRF, EncodeOptions, TimedFrame, VideoInput
 from vsr_plugin.models import (PRESETS, CheckpointError, Upsampler, resolve_weights, save_upsampler,
                                shipped_models, standalone_upsamplers)
 from vsr_plugin.yuv import Frame
 
 from .clips import ClipSpec, plan, render
-from .report import machine, markdown_table, write_report
-from .video import encode, write_y4m
+from .report import machine, write_report
 
 DEFAULT_SIZES = "960x540,1920x1080"
 
@@ -106,7 +107,7 @@ class CudaPeak:
 _CHILD = """
 import json, sys
 from pathlib import Path
-from encoder.speed import _status_kb, synthetic_frames
+from encoder.benchmarks.speed import _status_kb, synthetic_frames
 from vsr_plugin.engine import Upscaler
 model, w, h, dtype, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 engine = Upscaler(model, device="cpu", dtype=dtype, batch=batch, runtime=sys.argv[6])

@@ -3,9 +3,9 @@
 Subcommands (each a thin adapter over its module; docs/benchmarks.md has the exact commands):
 
 * ``sr`` — image super-resolution on Set5/Set14/BSD100/Urban100 (below);
-* ``rd`` — video rate–distortion over CRF ladders, BD-rate, VMAF (:mod:`encoder.rd`);
-* ``make-clip`` — deterministic natural-motion test clips from photos (:mod:`encoder.clips`);
-* ``speed`` — fps and memory beside the conventional scalers (:mod:`encoder.speed`).
+* ``rd`` — video rate–distortion over CRF ladders, BD-rate, VMAF (:mod:`encoder.benchmarks.rd`);
+* ``make-clip`` — deterministic natural-motion test clips from photos (:mod:`encoder.benchmarks.clips`);
+* ``speed`` — fps and memory beside the conventional scalers (:mod:`encoder.benchmarks.speed`).
 
 ``vsr-bench sr`` — image super-resolution in the literature protocol::
 
@@ -40,14 +40,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vsr_plugin.engine import Downscaler, Upscaler
+from vsr_plugin.measure import metrics
+from vsr_plugin.measure.markdown import markdown_table
+from vsr_plugin.measure.resample import resize_plane
 from vsr_plugin.media import MediaError
 from vsr_plugin.models import DOWNSAMPLER, CheckpointError, paired_upsampler, shipped_models
 from vsr_plugin.yuv import Frame, chroma_shape, frame_to_rgb, rgb_to_frame
 
-from . import clips, metrics, rd, speed
-from .data import bicubic_downscale_rgb, crop_to_multiple, list_images, load_rgb
-from .report import machine, markdown_table, write_report
-from .resample import resize_plane
+from ..training.data import bicubic_downscale_rgb, crop_to_multiple, list_images, load_rgb
+from . import clips, rd, speed
+from .report import machine, write_report
 
 SETS = ("Set5", "Set14", "BSD100", "Urban100")
 BASELINES = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}

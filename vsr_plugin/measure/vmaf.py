@@ -20,8 +20,8 @@ from pathlib import Path
 
 import ffmpeg
 
-from vsr_plugin.ffmpeg_tools import command
-from vsr_plugin.yuv import MATRICES, PRIMARIES, TRANSFERS, Colorimetry
+from ..ffmpeg_tools import command
+from ..yuv import MATRICES, PRIMARIES, TRANSFERS, Colorimetry
 
 DEFAULT_MODEL = "version=vmaf_v0.6.1"
 PSNR_TOLERANCE_DB = 0.01

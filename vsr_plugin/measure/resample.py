@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from vsr_plugin.yuv import Frame, chroma_shape
+from ..yuv import Frame, chroma_shape
 
 KERNELS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 

@@ -17,10 +17,9 @@ from pathlib import Path
 import av
 import av.bitstream
 import av.error
-import numpy as np
 
-from vsr_plugin.media import EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput, Y4MOutput
-from vsr_plugin.yuv import Colorimetry, Frame
+from ..media import EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput, Y4MOutput
+from ..yuv import Colorimetry, Frame
 
 # Units that carry no picture data and that the encoders add on their own (x264's ~0.7 kB version
 # SEI, x265's SEI, AV1 metadata OBUs). Removed before counting bits, the same way for every pipeline.
@@ -105,7 +104,7 @@ def write_y4m(path: str | Path, frames: Iterable[Frame], rate: Fraction) -> int:
 def write_ffv1(path: str | Path, frames: Iterable[Frame], rate: Fraction) -> int:
     """Write frames losslessly as FFV1 (version 3, intra only) in Matroska, with their colour tags.
     Bit-exact flags keep version strings and random IDs out, so the same frames give the same bytes."""
-    from vsr_plugin.media import apply_colorimetry, video_frame
+    from ..media import apply_colorimetry, video_frame
 
     container = av.open(str(path), "w", format="matroska", options={"fflags": "+bitexact"})
     n = 0
@@ -180,8 +179,8 @@ def encode_y4m(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colori
     to run (the same input, threads=1 included), while a fresh ffmpeg process is bit-exact."""
     import ffmpeg
 
-    from vsr_plugin.ffmpeg_tools import command
-    from vsr_plugin.yuv import MATRICES, PRIMARIES, TRANSFERS
+    from ..ffmpeg_tools import command
+    from ..yuv import MATRICES, PRIMARIES, TRANSFERS
 
     kwargs: dict = {"vcodec": options.codec, **options.codec_options()}
     if options.pix_fmt:

@@ -4,7 +4,7 @@ Runs the full round trip â€” the pair's 2x down, base codec, decode, upsample â€
 native full-resolution encode at the same bitrate (the CRF found by a short search on log-rate,
 or both encoded at ``--bitrate``) and the conventional bicubic 2x pipeline at the base layer's
 setting. Quality against the input: PSNR-Y, SSIM-Y and VMAF, measured exactly as ``vsr-bench rd``
-measures them (:class:`encoder.rd.LadderRunner`).
+measures them (:class:`vsr_plugin.measure.ladder.LadderRunner`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vsr_plugin.media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
-
-from .rd import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
-from .report import markdown_table
-from .video import read_clip, remove
+from .measure.ladder import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
+from .measure.markdown import markdown_table
+from .measure.video import read_clip, remove
+from .media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
 
 # Calibrated in docs/benchmarks.md: at equal CRF a 2x-reduced encode costs ~0.28x the bits, and
 # x264/x265 double the rate about every 6 CRF steps, so equal bitrate is ~9 CRF steps higher at

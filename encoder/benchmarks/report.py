@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -37,17 +36,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:.2f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def write_file(out_dir: str | Path, filename: str, data: bytes) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from vsr_plugin.yuv import Frame
+from ..yuv import Frame
 
 
 def _as_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:

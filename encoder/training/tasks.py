@@ -27,7 +27,9 @@ from vsr_plugin.models import (DOWN_PRESETS, Downsampler, Upsampler, load_downsa
                                save_downsampler, save_upsampler, shipped_models)
 from vsr_plugin.yuv import Frame, frame_to_rgb
 
-from . import metrics, rate
+from vsr_plugin.measure import metrics
+
+from . import rate
 from .codec import ProxyConfig, apply_proxy, quantize_st
 from .data import SRPair
 

@@ -1,0 +1,1 @@
+"""vsr-bench: image SR, rate-distortion, speed and make-clip, with their reports and plots."""
