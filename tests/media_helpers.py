@@ -43,6 +43,23 @@ def make_clip(path: Path, *, size=(64, 48), frames=10, rate=25, pix_fmt="yuv420p
     return path
 
 
+def textured_clip(path: Path, *, size=(320, 180), frames=50, rate=25, noise=12, audio=False) -> Path:
+    """testsrc2 (moving shapes, gradients, text) with temporal noise of strength ``noise``: content
+    that costs an encoder about what camera footage does, losslessly stored (FFV1 in Matroska)."""
+    w, h = size
+    video = ffmpeg.input(f"testsrc2=size={w}x{h}:rate={rate}", f="lavfi", t=frames / rate).video
+    if noise:
+        video = video.filter("noise", alls=noise, allf="t+u")
+    video = video.filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")
+    streams = [video]
+    kwargs = {"vcodec": "ffv1", "pix_fmt": "yuv420p"}
+    if audio:
+        streams.append(ffmpeg.input(f"sine=frequency=440:sample_rate=48000:duration={frames / rate}", f="lavfi").audio)
+        kwargs["acodec"] = "flac"
+    run(ffmpeg.output(*streams, str(path), **kwargs))
+    return path
+
+
 def read_back(path: Path) -> dict:
     """Everything the surface tests compare: geometry, frames, timestamps (s), tags, audio."""
     with av.open(str(path)) as c:

@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output codec (default libx264; libsvtav1 when restoring an odd original size, "
                         "which H.264 cannot store)")
     g.add_argument("--crf", type=float, default=None, help="constant quality (default: x264 18, x265 20, SVT-AV1 30)")
-    g.add_argument("--bitrate", default=None, help="target bitrate instead of CRF, e.g. 4M or 2500k")
+    g.add_argument("--bitrate", default=None,
+                   help="target video bitrate instead of CRF, e.g. 4M or 2500k: two passes, and a third (or more) "
+                        "when the result is more than 3%% off, as two-pass encoders are on short clips")
     g.add_argument("--preset", default=None, help="encoder preset (e.g. medium, slow; SVT-AV1: 0-13)")
     g.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le"], default=None,
                    help="output pixel format (default: the input's bit depth)")

@@ -9,6 +9,7 @@ ratio, and copies audio and subtitle streams packet for packet.
 from __future__ import annotations
 
 import io
+import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -565,6 +566,50 @@ def _reason(e: BaseException) -> str:
 
 # --- output --------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class RatePass:
+    """Pass 1 (analysis: the encoder writes its statistics to ``stats``) or 2 (the real encode,
+    reading them) of a two-pass encode. x264 and x265 keep the file themselves; SVT-AV1's statistics
+    go through the codec context and :class:`VideoOutput` moves them to and from the file."""
+
+    number: int
+    stats: Path
+
+    def __post_init__(self) -> None:
+        if self.number not in (1, 2):
+            raise ValueError(f"a rate pass is 1 or 2, got {self.number}")
+
+
+RATE_TOLERANCE = 0.03  # a two-pass encode further than this from its target is encoded again
+RATE_RETRIES = 3
+
+
+def reach_bitrate(target: int, second_pass: Callable[[int, int], float]) -> tuple[int, float]:
+    """Pass 2 of a two-pass encode until its bitrate is within :data:`RATE_TOLERANCE` of ``target``.
+
+    Two-pass x264/x265/SVT-AV1 miss their target by up to ~25% on short clips (measured on 2 s
+    clips at 1080p: x264 medium +23% at 1 Mbit/s), so a result too far off is encoded again (same
+    first-pass statistics) at a corrected target, up to :data:`RATE_RETRIES` times: first scaled by
+    the miss, then by the secant through the last two (asked, reached) pairs on log scales (SVT-AV1
+    answers a raised target less than in proportion). ``second_pass(attempt, bitrate)`` encodes and
+    returns the bitrate reached; returns the attempt closest to the target and its bitrate."""
+    tried: list[tuple[float, float]] = []  # (log asked, log reached)
+    asked, best = target, None
+    for attempt in range(1 + RATE_RETRIES):
+        reached = second_pass(attempt, asked)
+        if best is None or abs(math.log(reached / target)) < abs(math.log(best[1] / target)):
+            best = (attempt, reached)
+        if abs(reached / target - 1) <= RATE_TOLERANCE:
+            break
+        tried.append((math.log(asked), math.log(max(reached, 1.0))))
+        slope = 1.0
+        if len(tried) >= 2 and tried[-1][0] != tried[-2][0]:
+            (a0, r0), (a1, r1) = tried[-2:]
+            slope = min(max((r1 - r0) / (a1 - a0), 0.3), 3.0)
+        asked = max(1, round(math.exp(tried[-1][0] + (math.log(target) - tried[-1][1]) / slope)))
+    return best
+
+
 @dataclass(frozen=True, kw_only=True)
 class EncodeOptions:
     """Base-codec settings for file output.
@@ -579,6 +624,7 @@ class EncodeOptions:
     preset: str | None = None
     bitrate: int | None = None
     pix_fmt: str | None = None
+    rate_pass: RatePass | None = None  # one pass of a two-pass encode at ``bitrate`` (see transcode.py)
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -595,6 +641,8 @@ class EncodeOptions:
             lo, hi = CRF_RANGE[self.codec]
             if not lo <= self.crf <= hi:
                 raise ValueError(f"{self.codec} takes a crf from {lo} to {hi}, got {self.crf:g}")
+        if self.rate_pass is not None and (self.bitrate is None or self.codec == "ffv1"):
+            raise ValueError("a two-pass encode needs a bitrate and a lossy codec")
         if self.preset is not None:
             if self.codec == "ffv1":
                 raise ValueError("ffv1 has no presets")
@@ -613,6 +661,11 @@ class EncodeOptions:
         if self.bitrate is None:
             opts["crf"] = f"{self.crf if self.crf is not None else DEFAULT_CRF[self.codec]:g}"
         params = {"log-level": "error"} if self.codec == "libx265" else {}
+        if self.rate_pass is not None:
+            if self.codec == "libx264":
+                opts["stats"] = str(self.rate_pass.stats)
+            elif self.codec == "libx265":  # x265 takes its passes as parameters, not codec flags
+                params.update({"pass": str(self.rate_pass.number), "stats": str(self.rate_pass.stats)})
         params.update(hdr.encoder_params(self.codec) if hdr else {})
         if params:
             key = {"libx264": "x264-params", "libx265": "x265-params", "libsvtav1": "svtav1-params"}[self.codec]
@@ -650,6 +703,9 @@ class _Output:
         try:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
+            rate_pass = getattr(self, "_rate_pass", None)
+            if rate_pass is not None and rate_pass.number == 1 and self.options.codec == "libsvtav1":
+                Path(rate_pass.stats).write_text(self.stream.codec_context.stats_out or "")
         finally:
             self.container.close()
 
@@ -732,6 +788,12 @@ class VideoOutput(_Output):
         self.stream.time_base = info.time_base
         if options.bitrate is not None:
             cc.bit_rate = int(options.bitrate)
+        self._rate_pass = options.rate_pass if options.codec != "libx265" else None
+        if self._rate_pass is not None:
+            flags = av.codec.context.Flags
+            cc.flags |= flags.pass1 if self._rate_pass.number == 1 else flags.pass2
+            if options.codec == "libsvtav1" and self._rate_pass.number == 2:
+                cc.stats_in = Path(self._rate_pass.stats).read_text()
         if info.sample_aspect_ratio:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
         apply_colorimetry(cc, info.colorimetry)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 from kernels import downscale_shapes
@@ -21,8 +25,8 @@ from .atomic import atomic_output
 from .baselayer import (SUFFIX, BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer,
                         parse_tags, resolve_upsampler, tags_for)
 from .engine import Downscaler, Upscaler
-from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput,
-                    Y4MOutput, notice, stream_info)
+from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, RatePass, StreamInfo, TimedFrame, VideoInput,
+                    VideoOutput, Y4MOutput, notice, reach_bitrate, stream_info)
 from .models import CheckpointInfo
 from .pipeline import Pipeline, StageStats
 from .progress import Progress
@@ -42,6 +46,11 @@ class TranscodeResult:
     engine: str
     damaged_packets: int = 0  # video packets that failed to decode and were skipped
     damage_reason: str = ""
+    rate: Fraction | None = None      # the output's frame rate
+    rate_kbps: float | None = None    # a two-pass encode: the video bitrate reached ...
+    target_kbps: float | None = None  # ... for this target
+    passes: int = 1                   # runs through the input (two-pass: 2, or more after a correction)
+    total_s: float | None = None      # wall time of all the passes
 
     @property
     def fps(self) -> float:
@@ -52,7 +61,13 @@ class TranscodeResult:
         s = self.stats
         return (f"{what}: {self.input} {iw}x{ih} -> {self.output} {ow}x{oh}, {self.frames} frames in "
                 f"{s.wall_s:.1f} s ({s.fps:.2f} fps; busy: decode {s.decode_s:.1f} s, network {s.network_s:.1f} s, "
-                f"encode {s.encode_s:.1f} s)")
+                f"encode {s.encode_s:.1f} s)" + self._rate_note())
+
+    def _rate_note(self) -> str:
+        if self.rate_kbps is None:
+            return ""
+        return (f"; {self.passes} passes in {self.total_s:.1f} s, video {self.rate_kbps:.0f} kbps for a target of "
+                f"{self.target_kbps:.0f} ({100 * (self.rate_kbps / self.target_kbps - 1):+.1f}%)")
 
 
 def default_output(path: str | Path, scale: int) -> Path:
@@ -130,26 +145,127 @@ def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *
              show_progress: bool, format: str | None = None, frames: int | None = None) -> TranscodeResult:
     """Decode ``src``, run the planned frames function, encode into ``dst`` atomically (audio and
     subtitles copied). The planner runs after the input has proved readable, so a bad input fails
-    before any model is loaded."""
+    before any model is loaded. A ``bitrate`` is reached in two passes (:func:`_two_pass`)."""
     check_output(dst, overwrite=overwrite, input_path=str(src))
+    raw = dst.suffix.lower() == ".y4m" and format is None
+    if encode.bitrate is not None and not raw:
+        return _two_pass(src, dst, encode, _Replay(plan, REPLAY_BYTES), overwrite=overwrite, show_progress=show_progress,
+                         format=format, frames=frames)
+    with atomic_output(dst, overwrite=overwrite) as tmp:
+        return _encode_pass(src, tmp, encode, plan, show_progress=show_progress, format=format, frames=frames,
+                            raw=raw, shown_as=dst)
+
+
+def _encode_pass(src: str | Path, out_path: Path, encode: EncodeOptions, plan: Planner, *, show_progress: bool,
+                 format: str | None, frames: int | None, raw: bool = False, shown_as: Path | None = None,
+                 label: str = "") -> TranscodeResult:
+    """One run of the whole input through the planned frames function into ``out_path``."""
+    shown_as = shown_as or out_path
     with VideoInput(src, max_frames=frames) as inp:
         first, source = _with_first_frame(inp)
         job = plan(inp, first.frame)
-        progress = Progress(inp.frame_count_estimate, enabled=show_progress)
-        with atomic_output(dst, overwrite=overwrite) as tmp:
-            if dst.suffix.lower() == ".y4m" and format is None:
-                # raw video: the frames go out uncompressed, through the same muxer as the pipe
-                if inp.copy_streams:
-                    notice(f"{dst.name}: y4m holds one video stream; {len(inp.copy_streams)} other stream(s) "
-                           "(audio, subtitles) not copied")
-                out = Y4MOutput(str(tmp), job.info)
-            else:
-                out = VideoOutput(tmp, job.info, encode, inp.copy_streams, format=format, tags=job.tags,
-                                  source=inp)
-            stats = _run(out, source, job.fn, job.batch, progress)
-        return TranscodeResult(str(src), str(dst), (inp.width, inp.height), (job.info.width, job.info.height),
-                               stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine,
-                               inp.damaged_packets, inp.damage_reason)
+        progress = Progress(inp.frame_count_estimate, label=label, enabled=show_progress)
+        if raw:  # the frames go out uncompressed, through the same muxer as the pipe
+            if inp.copy_streams:
+                notice(f"{shown_as.name}: y4m holds one video stream; {len(inp.copy_streams)} other stream(s) "
+                       "(audio, subtitles) not copied")
+            out = Y4MOutput(str(out_path), job.info)
+        else:
+            first_pass = encode.rate_pass is not None and encode.rate_pass.number == 1  # analysis only
+            out = VideoOutput(out_path, job.info, encode, [] if first_pass else inp.copy_streams, format=format,
+                              tags=job.tags, source=None if first_pass else inp)
+        stats = _run(out, source, job.fn, job.batch, progress)
+    return TranscodeResult(str(src), str(shown_as), (inp.width, inp.height), (job.info.width, job.info.height),
+                           stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine,
+                           inp.damaged_packets, inp.damage_reason, rate=job.info.rate)
+
+
+class _Replay:
+    """The planner of a multi-pass encode: planned once, and the frames function's output of the
+    first pass kept (up to ``cap_bytes``) and handed out again in the later ones, so that a network
+    runs once however many passes the rate needs. Batches come in the same order every pass (same
+    input, same batch size), so the k-th call of a pass gets the k-th batch of the first."""
+
+    def __init__(self, planner: Planner, cap_bytes: int) -> None:
+        self.planner, self.cap = planner, cap_bytes
+        self.job: Plan | None = None
+        self.kept: list[list[Frame]] | None = []
+        self.kept_bytes = 0
+        self.passes = 0
+
+    def plan(self, inp: VideoInput, first: Frame) -> StreamInfo:
+        """Plan (once) without running a pass; the output stream's parameters."""
+        if self.job is None:
+            self.job = self.planner(inp, first)
+        return self.job.info
+
+    def __call__(self, inp: VideoInput, first: Frame) -> Plan:
+        self.passes += 1
+        self.plan(inp, first)
+        if self.passes == 1:
+            return replace(self.job, fn=self._record)
+        if self.kept is None:
+            return self.job
+        batches = iter(self.kept)
+        return replace(self.job, fn=lambda frames: next(batches))
+
+    def _record(self, frames: list[Frame]) -> list[Frame]:
+        out = self.job.fn(frames)
+        if self.kept is not None:
+            self.kept_bytes += sum(p.nbytes for f in out for p in f.planes)
+            self.kept.append(out)
+            if self.kept_bytes > self.cap:
+                self.kept = None  # too long to keep: the later passes run the frames function again
+        return out
+
+
+REPLAY_BYTES = 1 << 30  # frames kept from the first pass for the later ones (1 GiB: ~30 s of 1080p base layer)
+
+
+def video_kbps(path: Path, frames: int, rate) -> float:
+    """The video stream's bitrate: all its packet bytes over the frames' duration."""
+    from .measure.video import stream_bits
+
+    return stream_bits(path).kbps(frames / float(rate), with_sei=True)
+
+
+# SVT-AV1 4.2 (PyAV's build) crashes in a first pass over frames under ~144 pixels on a side when
+# called from a thread other than the main one (measured: 160x120 and 320x96 crash, 192x144 and
+# 144x256 do not); such small frames get one-pass encodes with the same rate check instead.
+SVT_TWO_PASS_MIN_SIDE = 144
+
+
+def _two_pass(src: str | Path, dst: Path, encode: EncodeOptions, plan: _Replay, *, overwrite: bool,
+              show_progress: bool, format: str | None, frames: int | None) -> TranscodeResult:
+    """Encode at ``encode.bitrate`` the way ffmpeg's ``-pass 1`` / ``-pass 2`` do, with the check of
+    :func:`media.reach_bitrate` (short clips miss a two-pass target). The frames function runs in
+    the first pass (and again only where its output is too long to keep, :class:`_Replay`)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vsr-2pass-") as tmp:
+        stats = Path(tmp) / "stats"
+        with VideoInput(src, max_frames=frames) as inp:
+            info = plan.plan(inp, _with_first_frame(inp)[0].frame)
+        one_pass = encode.codec == "libsvtav1" and min(info.width, info.height) < SVT_TWO_PASS_MIN_SIDE
+        if not one_pass:
+            _encode_pass(src, Path(tmp) / "analysis.mkv", replace(encode, rate_pass=RatePass(1, stats)), plan,
+                         show_progress=show_progress, format=format, frames=frames, label="pass 1/2: ")
+            (Path(tmp) / "analysis.mkv").unlink()
+        results: list[TranscodeResult] = []
+
+        def second_pass(attempt: int, bitrate: int) -> float:
+            label = ("" if one_pass else "pass 2/2: ") if attempt == 0 else f"again, at {bitrate / 1000:.0f} kbps: "
+            out = Path(tmp) / f"pass2-{attempt}{dst.suffix}"
+            rate_pass = None if one_pass else RatePass(2, stats)
+            results.append(_encode_pass(src, out, replace(encode, bitrate=bitrate, rate_pass=rate_pass), plan,
+                                        show_progress=show_progress, format=format, frames=frames, shown_as=dst,
+                                        label=label))
+            return 1000 * video_kbps(out, results[-1].frames, results[-1].rate)
+
+        best, reached = reach_bitrate(encode.bitrate, second_pass)
+        with atomic_output(dst, overwrite=overwrite) as final:
+            shutil.move(Path(tmp) / f"pass2-{best}{dst.suffix}", final)
+        return replace(results[best], rate_kbps=reached / 1000, target_kbps=encode.bitrate / 1000,
+                       passes=len(results) + (not one_pass), total_s=time.perf_counter() - t0)
 
 
 def _to_pipe(plan: Planner, *, show_progress: bool, mode: str) -> TranscodeResult:

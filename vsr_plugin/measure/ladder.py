@@ -221,7 +221,7 @@ class LadderRunner:
         """Bitrate alone of one encode of a prepared base layer (for rate-matching searches)."""
         stream = self.work / "probe.mkv"
         try:
-            encode_y4m(base_path, stream, options, self.clip.colorimetry)
+            encode_y4m(base_path, stream, options, self.clip.colorimetry, seconds=self.clip.seconds)
             return stream_bits(stream).kbps(self.clip.seconds)
         finally:
             remove(stream)
@@ -234,7 +234,7 @@ class LadderRunner:
         stream = self.work / f"{pipeline.name}_point.mkv"
         t0 = time.perf_counter()
         try:
-            encode_y4m(base_path, stream, options, clip.colorimetry)
+            encode_y4m(base_path, stream, options, clip.colorimetry, seconds=clip.seconds)
             t1 = time.perf_counter()
             bits = stream_bits(stream)
             decoded = [f.cropped(bh, bw) for f in decode(stream)]

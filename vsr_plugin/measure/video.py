@@ -8,9 +8,11 @@ Reading, y4m writing and decoding go through the project's in-process PyAV layer
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import av
 import av.bitstream
 import av.error
 
-from ..media import EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput, Y4MOutput
+from ..media import (EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput, Y4MOutput,
+                     reach_bitrate)
 from ..yuv import Colorimetry, Frame
 
 # Units that carry no picture data and that the encoders add on their own (x264's ~0.7 kB version
@@ -171,18 +174,43 @@ def encode(frames: Sequence[Frame], path: Path, rate: Fraction, options: EncodeO
         raise MediaError(f"{options.codec} failed: {e}") from None
 
 
-def encode_y4m(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colorimetry) -> None:
-    """Encode a y4m file with the bundled ffmpeg in a fresh process, into Matroska.
+def encode_y4m(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colorimetry, *,
+               seconds: float | None = None) -> None:
+    """Encode a y4m file with the bundled ffmpeg in a fresh process, into Matroska; a ``bitrate``
+    in two passes with the check of :func:`media.reach_bitrate`, as ``vsr-transcode`` encodes it
+    (``seconds``: the clip's duration, to measure the bitrate reached).
 
     The rate–distortion runs use this rather than the in-process PyAV encoder: measured here,
     libx264 inside a long-lived Python process gives streams that differ by ~0.1% in size from run
     to run (the same input, threads=1 included), while a fresh ffmpeg process is bit-exact."""
+    if options.bitrate is None:
+        _ffmpeg_encode(src, dst, options, colorimetry)
+        return
+    if seconds is None:
+        raise ValueError("a bitrate target needs the clip's duration to check the rate reached")
+    with tempfile.TemporaryDirectory(prefix="vsr-2pass-") as tmp:
+        log = str(Path(tmp) / "stats")
+        _ffmpeg_encode(src, Path(tmp) / "analysis.mkv", options, colorimetry, {"pass": 1, "passlogfile": log})
+
+        def second_pass(attempt: int, bitrate: int) -> float:
+            out = Path(tmp) / f"pass2-{attempt}.mkv"
+            _ffmpeg_encode(src, out, replace(options, bitrate=bitrate), colorimetry, {"pass": 2, "passlogfile": log})
+            return 1000 * stream_bits(out).kbps(seconds, with_sei=True)
+
+        best, _ = reach_bitrate(options.bitrate, second_pass)
+        shutil.move(Path(tmp) / f"pass2-{best}.mkv", dst)
+
+
+def _ffmpeg_encode(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colorimetry,
+                   rate_pass: dict | None = None) -> None:
     import ffmpeg
 
     from ..ffmpeg_tools import command
     from ..yuv import MATRICES, PRIMARIES, TRANSFERS
 
-    kwargs: dict = {"vcodec": options.codec, **options.codec_options()}
+    kwargs: dict = {"vcodec": options.codec, **options.codec_options(), **(rate_pass or {})}
+    if options.bitrate is not None:
+        kwargs["video_bitrate"] = options.bitrate
     if options.pix_fmt:
         kwargs["pix_fmt"] = options.pix_fmt
     c = colorimetry
