@@ -43,11 +43,14 @@ def make_clip(path: Path, *, size=(64, 48), frames=10, rate=25, pix_fmt="yuv420p
     return path
 
 
-def textured_clip(path: Path, *, size=(320, 180), frames=50, rate=25, noise=12, audio=False) -> Path:
-    """testsrc2 (moving shapes, gradients, text) with temporal noise of strength ``noise``: content
-    that costs an encoder about what camera footage does, losslessly stored (FFV1 in Matroska)."""
+def textured_clip(path: Path, *, size=(320, 180), frames=50, rate=25, noise=12, blur=0.0, audio=False) -> Path:
+    """testsrc2 (moving shapes, gradients, text) with temporal noise of strength ``noise`` (content that
+    costs an encoder about what camera footage does) or blurred by ``blur`` (smooth content), losslessly
+    stored (FFV1 in Matroska)."""
     w, h = size
     video = ffmpeg.input(f"testsrc2=size={w}x{h}:rate={rate}", f="lavfi", t=frames / rate).video
+    if blur:
+        video = video.filter("gblur", sigma=blur)
     if noise:
         video = video.filter("noise", alls=noise, allf="t+u")
     video = video.filter("setparams", color_primaries="bt709", color_trc="bt709", colorspace="bt709", range="tv")

@@ -1,19 +1,25 @@
-"""The ``.vsr.mkv`` base-layer file: an ordinary half-resolution Matroska video plus tags.
+"""The ``.vsr.mkv`` file: an ordinary Matroska video plus tags saying how to restore it.
 
-Any player shows it as a normal video at half size. vsr recognises it by its global tags and
-restores the original:
+Most are base layers: a half-resolution video that any player shows at half size and vsr restores
+with the upsampler the tags name. Where a full-resolution encode looked better at the user's rate
+(``--resolution auto``, or ``full``), the file holds that encode instead; vsr restores it by copying
+its streams unchanged. The global tags:
 
-=====================  ==============================================================
-``VSR_FORMAT``         ``vsr-base-layer``
-``VSR_FORMAT_VERSION`` ``1``
-``VSR_SCALE``          the reduction factor (2)
-``VSR_WIDTH``          original width in pixels (odd sizes restore exactly; the base layer
-                       itself is padded to even sizes, which H.264/HEVC require)
-``VSR_HEIGHT``         original height
-``VSR_UPSAMPLER``      name of the upsampler trained with the downsampler (e.g. ``x2-codec-default-up``)
-``VSR_UPSAMPLER_SHA256``  content hash of that upsampler's weights file
-``VSR_DOWNSAMPLER``    name of the downsampler that made the base layer (informational)
-=====================  ==============================================================
+=========================  ==========================================================================
+``VSR_FORMAT``             ``vsr-base-layer``
+``VSR_FORMAT_VERSION``     ``1`` for a half-resolution layer (readable by every vsr); ``2`` for a
+                           full-resolution one (older vsr refuse it rather than upscale it)
+``VSR_SCALE``              the reduction factor: 2, or 1 for a full-resolution encode
+``VSR_RESOLUTION``         ``half`` or ``full`` (the same fact in words; informational)
+``VSR_WIDTH``              original width in pixels (odd sizes restore exactly; the coded video itself
+                           is padded to even sizes, which H.264/HEVC require)
+``VSR_HEIGHT``             original height
+``VSR_UPSAMPLER``          name of the upsampler trained with the downsampler (e.g. ``x2-codec-default-up``);
+                           empty at scale 1
+``VSR_UPSAMPLER_SHA256``   content hash of that upsampler's weights file; empty at scale 1
+``VSR_DOWNSAMPLER``        name of the downsampler that made the base layer (informational)
+``VSR_DECISION``           ``--resolution auto``'s one-line reason, with the probe figures (informational)
+=========================  ==========================================================================
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 from .models import CheckpointInfo, WEIGHTS_DIR, find_by_hash, read_info, sidecar_paths
 
 FORMAT = "vsr-base-layer"
-FORMAT_VERSION = 1
+FORMAT_VERSIONS = {2: 1, 1: 2}  # scale -> the version written: full-resolution layers need a vsr that knows them
 SUFFIX = ".vsr.mkv"
 
 
@@ -38,16 +44,25 @@ class BaseLayerTags:
     scale: int
     width: int
     height: int
-    upsampler: str
-    upsampler_sha256: str
+    upsampler: str = ""
+    upsampler_sha256: str = ""
     downsampler: str = ""
+    decision: str = ""
+
+    @property
+    def full_resolution(self) -> bool:
+        return self.scale == 1
 
     def to_metadata(self) -> dict[str, str]:
-        return {
-            "VSR_FORMAT": FORMAT, "VSR_FORMAT_VERSION": str(FORMAT_VERSION), "VSR_SCALE": str(self.scale),
+        meta = {
+            "VSR_FORMAT": FORMAT, "VSR_FORMAT_VERSION": str(FORMAT_VERSIONS[self.scale]), "VSR_SCALE": str(self.scale),
+            "VSR_RESOLUTION": "full" if self.full_resolution else "half",
             "VSR_WIDTH": str(self.width), "VSR_HEIGHT": str(self.height), "VSR_UPSAMPLER": self.upsampler,
             "VSR_UPSAMPLER_SHA256": self.upsampler_sha256, "VSR_DOWNSAMPLER": self.downsampler,
         }
+        if self.decision:
+            meta["VSR_DECISION"] = self.decision
+        return meta
 
 
 def base_size(original: int, scale: int = 2) -> int:
@@ -73,9 +88,9 @@ def parse_tags(metadata: dict[str, str], *, base_width: int, base_height: int, s
     if fmt != FORMAT:
         raise BaseLayerError(f"{source}: VSR_FORMAT tag is {fmt!r}, not {FORMAT!r}; not a vsr base layer")
     version = _tag(metadata, "VSR_FORMAT_VERSION")
-    if version != str(FORMAT_VERSION):
+    if version not in {str(v) for v in FORMAT_VERSIONS.values()}:
         raise BaseLayerError(f"{source}: base-layer format version {version!r} is not supported "
-                             f"(this vsr reads version {FORMAT_VERSION})")
+                             f"(this vsr reads versions {', '.join(str(v) for v in sorted(FORMAT_VERSIONS.values()))})")
     values = {}
     for key in ("VSR_SCALE", "VSR_WIDTH", "VSR_HEIGHT"):
         text = _tag(metadata, key)
@@ -83,15 +98,22 @@ def parse_tags(metadata: dict[str, str], *, base_width: int, base_height: int, s
             raise BaseLayerError(f"{source}: tag {key} is missing or not a positive integer ({text!r})")
         values[key] = int(text)
     scale, width, height = values["VSR_SCALE"], values["VSR_WIDTH"], values["VSR_HEIGHT"]
+    if scale not in FORMAT_VERSIONS:
+        raise BaseLayerError(f"{source}: VSR_SCALE {scale} is not supported (2: a half-resolution layer, "
+                             "1: a full-resolution encode)")
+    if version != str(FORMAT_VERSIONS[scale]):
+        raise BaseLayerError(f"{source}: a layer at scale {scale} is format version {FORMAT_VERSIONS[scale]}, "
+                             f"but the tags say {version}")
     if base_size(width, scale) != base_width or base_size(height, scale) != base_height:
         raise BaseLayerError(f"{source}: tags say {width}x{height} at x{scale}, but the video is "
                              f"{base_width}x{base_height}; the tags do not belong to this stream")
     name = _tag(metadata, "VSR_UPSAMPLER") or ""
     sha = (_tag(metadata, "VSR_UPSAMPLER_SHA256") or "").lower()
-    if not name or not re.fullmatch(r"[0-9a-f]{64}", sha):
+    if scale != 1 and (not name or not re.fullmatch(r"[0-9a-f]{64}", sha)):
         raise BaseLayerError(f"{source}: tags VSR_UPSAMPLER / VSR_UPSAMPLER_SHA256 are missing or malformed")
     return BaseLayerTags(scale=scale, width=width, height=height, upsampler=name, upsampler_sha256=sha,
-                         downsampler=_tag(metadata, "VSR_DOWNSAMPLER") or "")
+                         downsampler=_tag(metadata, "VSR_DOWNSAMPLER") or "",
+                         decision=_tag(metadata, "VSR_DECISION") or "")
 
 
 def resolve_upsampler(tags: BaseLayerTags, *, search: tuple[Path, ...] = ()) -> Path:
@@ -117,9 +139,10 @@ def resolve_upsampler(tags: BaseLayerTags, *, search: tuple[Path, ...] = ()) -> 
 
 
 def tags_for(info_up: CheckpointInfo, info_down: CheckpointInfo | None, *, scale: int, width: int,
-             height: int) -> BaseLayerTags:
+             height: int, decision: str = "") -> BaseLayerTags:
     return BaseLayerTags(scale=scale, width=width, height=height, upsampler=info_up.name,
-                         upsampler_sha256=info_up.sha256, downsampler=info_down.name if info_down else "")
+                         upsampler_sha256=info_up.sha256, downsampler=info_down.name if info_down else "",
+                         decision=decision)
 
 
 def default_base_output(path: str | Path) -> Path:

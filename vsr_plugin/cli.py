@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shipped down/upsampler pair used to make a base layer (x2-PAIR-down, x2-PAIR-up)")
     g.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
     g.add_argument("--up-model", help="the matching upsampler weights path (overrides --pair)")
+    g.add_argument("--resolution", choices=["auto", "half", "full"], default="auto",
+                   help="auto: probe-encode samples of the input both ways at the target rate and code it as the 2x "
+                        "layer (half) or at full resolution, whichever measures better (one summary line says why); "
+                        "half or full: skip the probes. With auto, --crf C means the rate a full-resolution encode at "
+                        "CRF C spends (a half layer gets the CRF that spends the same); with half, C is the base "
+                        "layer's own CRF")
+    g.add_argument("--metric", choices=["vmaf", "psnr"], default="vmaf",
+                   help="what --resolution auto compares: VMAF, or PSNR-Y (dB)")
     g.add_argument("--weights-dir", action="append", default=[],
                    help="extra folder to search for the upsampler a base layer names (repeatable)")
     p.add_argument("--overwrite", "-y", action="store_true", help="replace an existing output")
@@ -183,17 +191,36 @@ def _upscale(args: argparse.Namespace, encode) -> int:
 
 
 def _encode(args: argparse.Namespace, encode) -> int:
+    from dataclasses import replace
+
     from .baselayer import default_base_output
     from .models import pair_names, read_info, resolve_weights
-    from .transcode import check_output, encode_base_layer
+    from .transcode import check_output, encode_base_layer, encode_full_layer
 
     output = Path(args.output) if args.output else default_base_output(args.input)
     check_output(output, overwrite=args.overwrite, input_path=args.input)
     if bool(args.down_model) != bool(args.up_model):
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
-    up_info = read_info(resolve_weights(args.up_model or pair_names(args.pair)[1]))
-    result = encode_base_layer(args.input, output, _downscaler(args), up_info, encode, overwrite=args.overwrite,
-                               show_progress=not args.quiet, frames=args.frames)
+    up_path = resolve_weights(args.up_model or pair_names(args.pair)[1])
+    up_info = read_info(up_path)
+    resolution, reason = args.resolution, ""
+    if resolution == "auto":
+        from .measure.ladder import DEFAULT_PRESET
+
+        if encode.preset is None and encode.codec in DEFAULT_PRESET:  # probes and encode alike
+            encode = replace(encode, preset=DEFAULT_PRESET[encode.codec])
+        decision = _decide(args, encode, up_path)
+        resolution, reason = decision.choice, decision.summary()
+        if not args.quiet:
+            print(f"vsr-transcode: {reason}", file=sys.stderr)
+        if decision.half_crf is not None and resolution == "half":
+            encode = replace(encode, crf=decision.half_crf)
+    if resolution == "half":
+        result = encode_base_layer(args.input, output, _downscaler(args), up_info, encode, overwrite=args.overwrite,
+                                   show_progress=not args.quiet, frames=args.frames, decision=reason)
+    else:
+        result = encode_full_layer(args.input, output, encode, overwrite=args.overwrite,
+                                   show_progress=not args.quiet, frames=args.frames, decision=reason)
     _warn_truncated(result)
     if not args.quiet:
         a, b = Path(args.input).stat().st_size, output.stat().st_size
@@ -201,6 +228,23 @@ def _encode(args: argparse.Namespace, encode) -> int:
         print(f"vsr-transcode: {args.input} {_size(args.input)} -> {output} {_size(str(output))} "
               f"({a / max(b, 1):.2f}x smaller); restore with: vsr-transcode {output}", file=sys.stderr)
     return 0
+
+
+def _decide(args: argparse.Namespace, encode, up_path: Path):
+    """``--resolution auto``: the probes, with the models and encoder settings of the real encode."""
+    from .measure.ladder import RD_CODECS, native, vsr
+    from .models import pair_names, resolve_weights
+    from .resolution import ProbeOptions, decide
+
+    if encode.codec not in RD_CODECS:
+        raise ValueError(f"--resolution auto compares lossy encodes at one rate; {encode.codec} is lossless "
+                         "(use --resolution half or full)")
+    down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
+    engine = {"device": args.device, "dtype": args.dtype, "batch": args.batch, "runtime": args.runtime}
+    opts = ProbeOptions(codec=encode.codec, preset=encode.preset, crf=encode.crf,
+                        bitrate=encode.bitrate, metric=args.metric, frames=args.frames)
+    say = (lambda text: None) if args.quiet else (lambda text: print(f"vsr-transcode: {text}", file=sys.stderr))
+    return decide(args.input, native(), vsr(down, str(up_path), engine), opts, say=say)
 
 
 def _report(args: argparse.Namespace) -> int:

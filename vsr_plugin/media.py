@@ -934,6 +934,42 @@ class Y4MOutput(_Output):
                 self._file.close()
 
 
+def remux(src: str | Path, dst: str | Path, *, drop_tags: str = "VSR_") -> int:
+    """Copy every video, audio and subtitle stream of ``src`` into ``dst`` unchanged (packets,
+    timestamps, stream descriptions, chapters and attachments), leaving out the global tags that
+    start with ``drop_tags``. Returns the number of video packets copied."""
+    try:
+        inp = av.open(str(src))
+    except av.error.FFmpegError as e:
+        raise MediaError(f"cannot read {src}: {_reason(e)}") from None
+    video = 0
+    with inp:
+        try:
+            out = av.open(str(dst), "w")
+        except av.error.FFmpegError as e:
+            raise MediaError(f"cannot create {dst}: {_reason(e)}") from None
+        with out:
+            out.metadata.update({k: v for k, v in inp.metadata.items() if not k.upper().startswith(drop_tags)})
+            copies = {}
+            for s in inp.streams:
+                if s.type in ("video", "audio", "subtitle"):
+                    copies[s.index] = out.add_stream_from_template(s)
+                    _copy_description(s, copies[s.index])
+            chapters = inp.chapters()
+            if chapters:
+                out.set_chapters(chapters)
+            for a in inp.streams.attachments:
+                out.add_attachment(a.name or f"attachment{a.index}", a.mimetype or "application/octet-stream",
+                                   bytes(a.data))
+            for packet in inp.demux(*[inp.streams[i] for i in copies]):
+                if packet.dts is None and not packet.size:
+                    continue  # the demuxer's end-of-stream marker
+                video += packet.stream.type == "video"
+                packet.stream = copies[packet.stream.index]
+                out.mux(packet)
+    return video
+
+
 def stream_info(inp: VideoInput, first: Frame, *, scale: int = 1, size: tuple[int, int] | None = None) -> StreamInfo:
     """Output stream parameters: the input's, with the picture scaled (or set to ``size``)."""
     w, h = size if size else (first.width * scale, first.height * scale)

@@ -26,7 +26,7 @@ from .baselayer import (SUFFIX, BaseLayerTags, base_size, default_base_output, d
                         parse_tags, resolve_upsampler, tags_for)
 from .engine import Downscaler, Upscaler
 from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, RatePass, StreamInfo, TimedFrame, VideoInput,
-                    VideoOutput, Y4MOutput, notice, reach_bitrate, stream_info)
+                    VideoOutput, Y4MOutput, notice, reach_bitrate, remux, stream_info)
 from .models import CheckpointInfo
 from .pipeline import Pipeline, StageStats
 from .progress import Progress
@@ -334,18 +334,40 @@ def downscale_pipe(engine: Downscaler | Callable[[], Downscaler], *, show_progre
 
 def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler | Callable[[], Downscaler],
                       up_info: CheckpointInfo, encode: EncodeOptions, *, overwrite: bool = False,
-                      show_progress: bool = True, frames: int | None = None) -> TranscodeResult:
+                      show_progress: bool = True, frames: int | None = None, decision: str = "") -> TranscodeResult:
     """Encoder side: learned 2x reduction + base codec -> ``.vsr.mkv`` (tags name the upsampler
     and the original size; audio and subtitles copied)."""
-    dst = Path(dst) if dst else default_base_output(src)
-    if dst.suffix.lower() != ".mkv":
-        raise MediaError(f"a base layer is a Matroska file; name the output *{SUFFIX}, not {dst.name}")
+    dst = _layer_output(src, dst)
 
     def tags(engine: Downscaler, h: int, w: int) -> BaseLayerTags:
-        return tags_for(up_info, engine.info, scale=2, width=w, height=h)
+        return tags_for(up_info, engine.info, scale=2, width=w, height=h, decision=decision)
 
     return _to_file(src, dst, encode, _downscale_plan(down, even=True, tags_from=tags), overwrite=overwrite,
                     show_progress=show_progress, format="matroska", frames=frames)
+
+
+def encode_full_layer(src: str | Path, dst: str | Path | None, encode: EncodeOptions, *, overwrite: bool = False,
+                      show_progress: bool = True, frames: int | None = None, decision: str = "") -> TranscodeResult:
+    """Encoder side, where the full resolution codes better: the input encoded at its own size into
+    a ``.vsr.mkv`` whose tags say so (scale 1), which the decoder side restores by copying."""
+    dst = _layer_output(src, dst)
+
+    def plan(inp: VideoInput, first: Frame) -> Plan:
+        h, w = first.height, first.width
+        bh, bw = base_size(h, 1), base_size(w, 1)
+        tags = BaseLayerTags(scale=1, width=w, height=h, decision=decision).to_metadata()
+        return Plan(stream_info(inp, first, size=(bw, bh)), lambda fs: [f.padded(bh, bw) for f in fs], 8,
+                    "full resolution, no network", tags)
+
+    return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress, format="matroska",
+                    frames=frames)
+
+
+def _layer_output(src: str | Path, dst: str | Path | None) -> Path:
+    dst = Path(dst) if dst else default_base_output(src)
+    if dst.suffix.lower() != ".mkv":
+        raise MediaError(f"a base layer is a Matroska file; name the output *{SUFFIX}, not {dst.name}")
+    return dst
 
 
 def read_base_layer_tags(src: str | Path) -> BaseLayerTags | None:
@@ -361,11 +383,19 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
                        search: tuple[Path, ...] = (), frames: int | None = None) -> TranscodeResult:
     """Decoder side: a tagged base layer, decoded and upsampled with the upsampler its tags name
     (looked up by content hash among the shipped weights and ``search`` folders), cropped to the
-    original size."""
+    original size. A full-resolution layer is copied unchanged (:func:`copy_full_layer`) unless it
+    must be cropped (an odd original size) or cut (``frames``)."""
     dst = Path(dst) if dst else default_restored_output(src)
+    with VideoInput(src) as inp:
+        tags = parse_tags(inp.metadata, base_width=inp.width, base_height=inp.height, source=str(src))
+        coded = (inp.width, inp.height)
+    if tags.full_resolution and coded == (tags.width, tags.height) and frames is None and dst.suffix.lower() != ".y4m":
+        return copy_full_layer(src, dst, overwrite=overwrite)
 
     def plan(inp: VideoInput, first: Frame) -> Plan:
-        tags = parse_tags(inp.metadata, base_width=inp.width, base_height=inp.height, source=str(src))
+        if tags.full_resolution:
+            return Plan(stream_info(inp, first, size=(tags.width, tags.height)),
+                        lambda fs: [f.cropped(tags.height, tags.width) for f in fs], 8, "full resolution, cropped")
         engine = make_engine(resolve_upsampler(tags, search=search))
 
         def restore(frames: list[Frame]) -> list[Frame]:  # the base layer may carry padding
@@ -375,3 +405,15 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
                     repr(engine))
 
     return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress, frames=frames)
+
+
+def copy_full_layer(src: str | Path, dst: Path, *, overwrite: bool = False) -> TranscodeResult:
+    """A full-resolution ``.vsr.mkv`` restored: every stream copied, packet for packet, without the vsr tags."""
+    check_output(dst, overwrite=overwrite, input_path=str(src))
+    t0 = time.perf_counter()
+    with atomic_output(dst, overwrite=overwrite) as tmp:
+        packets = remux(src, tmp)
+    with VideoInput(dst) as out:
+        size, rate = (out.width, out.height), out.rate
+    stats = StageStats(frames_in=packets, frames_out=packets, wall_s=time.perf_counter() - t0)
+    return TranscodeResult(str(src), str(dst), size, size, packets, stats, False, "", "stream copy", rate=rate)

@@ -20,6 +20,7 @@ STYLE = {  # pipeline: (colour, marker, line style)
     "lanczos": ("#17becf", "D", ":"),
     "sr": ("#d62728", "^", "-"),
     "vsr": ("#2ca02c", "v", "-"),
+    "auto": ("#ff7f0e", "*", "--"),  # points labelled with the full-resolution CRF and the side chosen
 }
 LABELS = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "psnr_yuv": "PSNR-YUV 6:1:1 (dB)", "vmaf": "VMAF"}
 
@@ -46,10 +47,11 @@ def rd_figure(data: dict, clip: dict, metric: str):
         lows.append(min(x))
         highs.append(max(x))
         colour, marker, ls = STYLE.get(name, ("#9467bd", "x", "-"))
-        ax.plot(x, y, ls, marker=marker, color=colour, lw=2 if name in ("sr", "vsr", "native") else 1.4, ms=6,
+        ax.plot(x, y, ls, marker=marker, color=colour, lw=2 if name in ("sr", "vsr", "native", "auto") else 1.4, ms=6,
                 label=_legend_label(clip, metric, name))
         for p in pts:
-            ax.annotate(f"{p['crf']:g}", (p["kbps"], p[metric]), textcoords="offset points", xytext=(4, -10),
+            label = f"{p['full_crf']:g} {p['resolution']}" if name == "auto" else f"{p['crf']:g}"
+            ax.annotate(label, (p["kbps"], p[metric]), textcoords="offset points", xytext=(4, -10),
                         fontsize=7, color=colour, alpha=0.8)
     lo, hi = max(lows), min(highs)
     if hi > lo:

@@ -42,14 +42,14 @@ from vsr_plugin.measure.ladder import (DEFAULT_LADDERS, DEFAULT_PRESET, RD_CODEC
                                        Pipeline, conventional, native, sr, vsr)
 from vsr_plugin.measure.markdown import markdown_table
 from vsr_plugin.measure.resample import half_size
-from vsr_plugin.measure.video import Clip, read_clip
+from vsr_plugin.measure.video import Clip, read_clip, remove
 from vsr_plugin.measure.vmaf import DEFAULT_MODEL
-from vsr_plugin.media import MediaError, VideoInput
+from vsr_plugin.media import EncodeOptions, MediaError, VideoInput
 from vsr_plugin.models import DEFAULT_PAIR, pair_names, paired_upsampler, shipped_models
 
 from .report import machine, write_file, write_report
 
-PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr")
+PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr", "auto")
 ANCHORS = ("native", "bicubic", "lanczos", "sr")  # each compared with the pipelines after it
 BD_METRICS = ("psnr_y", "vmaf")
 PLOT_METRICS = ("psnr_y", "ssim_y", "psnr_yuv", "vmaf")
@@ -92,9 +92,70 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
                 skipped[name] = "no upsampler for the learned base layer; pass --vsr-up-model PATH"
             else:
                 pipes.append(vsr(down, up, engine_options))
+        elif name == "auto":
+            if not {"native", "vsr"} <= set(names):
+                raise ValueError("the auto pipeline chooses between native and vsr: list both in --pipelines")
+            pipes.append(Pipeline("auto", "vsr-transcode --resolution auto: at each full-resolution CRF, the native "
+                                          "encode or the vsr layer at the CRF that spends the same bits, chosen on "
+                                          "probe encodes of samples of the clip"))
         else:
             raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
+    if "auto" in names and "vsr" in skipped:
+        skipped["auto"] = "needs the vsr pipeline, which is skipped"
+        pipes = [p for p in pipes if p.name != "auto"]
     return pipes, skipped
+
+
+def auto_points(runner: LadderRunner, native_pipe: Pipeline, half_pipe: Pipeline, done: list[dict], *,
+                metric: str, frames: int | None, on_point: Callable[[dict], None]) -> list[dict]:
+    """The ``auto`` pipeline on one clip: at each full-resolution CRF, :func:`vsr_plugin.resolution.decide`
+    on the clip (its probes, as ``vsr-transcode --resolution auto --crf C`` runs them), then the chosen
+    encode: the native point at that CRF (taken from ``done``, the same deterministic encode) or the
+    vsr layer at the CRF the decision found."""
+    from vsr_plugin.resolution import ProbeOptions, decide
+
+    cfg, clip = runner.config, runner.clip
+    prepared = None
+    points = []
+    try:
+        for crf in cfg.ladder(native_pipe):
+            dec = decide(clip.path, native_pipe, half_pipe, ProbeOptions(codec=cfg.codec, preset=cfg.preset, crf=crf,
+                                                                         metric=metric, frames=frames))
+            if dec.choice == "full":
+                point = dict(next(p for p in done if p["pipeline"] == "native" and p["crf"] == crf))
+            else:
+                prepared = prepared or runner.prepare(half_pipe)
+                options = EncodeOptions(codec=cfg.codec, crf=dec.half_crf, preset=cfg.preset)
+                point = runner.point(half_pipe, options, prepared[0], prepared[1])
+            point.update(pipeline="auto", full_crf=crf, resolution=dec.choice, decision={
+                "metric": metric, "target_kbps": dec.target_kbps, "full_quality": dec.full_quality,
+                "half_quality": dec.half_quality, "margin": dec.margin, "half_crf": dec.half_crf,
+                "probe_s": dec.probe_s, "probe_frames": dec.probe_frames, "segments": dec.segments,
+                "probes": {"full": [p.__dict__ for p in dec.full], "half": [p.__dict__ for p in dec.half]}})
+            points.append(point)
+            on_point(point)
+    finally:
+        if prepared:
+            remove(prepared[0])
+    return points
+
+
+def auto_check(points: list[dict], metric: str) -> list[dict]:
+    """Each ``auto`` point against the better of ``native`` and ``vsr`` at the same rate (their curves
+    interpolated linearly in log-rate, held flat beyond their ends)."""
+    def at(name: str, kbps: float) -> float:
+        pts = sorted((p["kbps"], p[metric]) for p in points if p["pipeline"] == name)
+        return float(np.interp(np.log(kbps), np.log([r for r, _ in pts]), [q for _, q in pts]))
+
+    out = []
+    for p in points:
+        if p["pipeline"] == "auto":
+            native_q, vsr_q = at("native", p["kbps"]), at("vsr", p["kbps"])
+            out.append({"full_crf": p["full_crf"], "resolution": p["resolution"], "kbps": p["kbps"],
+                        "quality": p[metric], "native": native_q, "vsr": vsr_q,
+                        "gap": p[metric] - max(native_q, vsr_q), "probe_s": p["decision"]["probe_s"],
+                        "probe_margin": p["decision"]["margin"]})
+    return out
 
 
 def parse_ladder(text: str) -> tuple[float, ...]:
@@ -234,6 +295,15 @@ def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
                           markdown_table(["anchor", "pipeline", "BD-rate pchip", "BD-rate akima",
                                           f"{short} range of BD-rate", f"BD-{short} pchip",
                                           f"bitrate range of BD-{short}", "crossovers"], rows), ""]
+        if c.get("auto"):
+            unit = "VMAF" if data.get("auto_metric", "vmaf") == "vmaf" else "PSNR-Y"
+            lines += [f"`auto` at each full-resolution CRF against the better of `native` and `vsr` at the same "
+                      f"rate ({unit}; curves interpolated in log-rate):", ""]
+            rows = [[f"{a['full_crf']:g}", a["resolution"], f"{a['kbps']:.1f}", f"{a['quality']:.2f}",
+                     f"{a['native']:.2f}", f"{a['vsr']:.2f}", f"{a['gap']:+.2f}", f"{a['probe_margin']:+.2f}",
+                     f"{a['probe_s']:.1f}"] for a in c["auto"]]
+            lines += [markdown_table(["CRF", "chose", "kbps", unit, "native there", "vsr there", "gap to the better",
+                                      "probe margin (half − full)", "probe s"], rows), ""]
         for metric, name in plots.get(c["name"], {}).items():
             lines.append(f"![{c['name']} {METRIC_LABELS[metric]}]({name})")
         lines.append("")
@@ -352,6 +422,18 @@ def run_rd(args: argparse.Namespace) -> int:
                 say(f"{name}: lossless check ({clip.width}x{clip.height}, {len(clip.frames)} frames)")
                 entry["lossless_check"] = runner.lossless_check()
             for p in pipelines:
+                if p.name == "auto":
+                    by_name = {q.name: q for q in pipelines}
+
+                    def on_auto(pt: dict, name=name) -> None:
+                        nonlocal done
+                        done += 1
+                        say(f"{done}/{total} {name} auto crf {pt['full_crf']:g}: {pt['resolution']} "
+                            f"(probe margin {pt['decision']['margin']:+.2f}, {pt['decision']['probe_s']:.1f} s), "
+                            f"{pt['kbps']:.1f} kbps, VMAF {pt['vmaf']:.2f}")
+                    entry["points"] += auto_points(runner, by_name["native"], by_name["vsr"], entry["points"],
+                                                   metric=args.auto_metric, frames=args.frames, on_point=on_auto)
+                    continue
                 if (reused := reused_points(old, clip, p)) is not None:
                     done += len(reused)
                     say(f"{name} {p.name}: {len(reused)} points reused from {args.reuse}")
@@ -366,6 +448,8 @@ def run_rd(args: argparse.Namespace) -> int:
                         f"PSNR-Y {pt['psnr_y']:.2f}, VMAF {pt['vmaf']:.2f}")
                 entry["points"] += runner.run(p, on_point=on_point)
         entry["bd"] = analyse(entry["points"], [p.name for p in pipelines], min_overlap=args.min_overlap)
+        if any(p.name == "auto" for p in pipelines):
+            entry["auto"] = auto_check(entry["points"], "vmaf" if args.auto_metric == "vmaf" else "psnr_y")
         results.append(entry)
 
     data = {
@@ -374,6 +458,7 @@ def run_rd(args: argparse.Namespace) -> int:
         "pipelines": {p.name: p.description for p in pipelines}, "skipped": skipped,
         "models": {p.name: p.models for p in pipelines if p.models},
         "vmaf_model": config.vmaf_model, "psnr_cap_db": metrics.PSNR_CAP_DB, "min_overlap": args.min_overlap,
+        "auto_metric": args.auto_metric,
         "bitrate": "video packet bytes after ffmpeg filter_units removed the encoder's SEI/metadata units "
                    "(h264: 6; hevc: 39|40; av1 OBU 5); kbps_with_sei counts every packet byte; codec "
                    "extradata is not counted (recorded as extradata_bytes)",
@@ -418,6 +503,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--batch", type=int, default=4, help="frames per network call")
     p.add_argument("--vmaf-model", default=DEFAULT_MODEL, help="libvmaf model option")
+    p.add_argument("--auto-metric", default="vmaf", choices=["vmaf", "psnr"],
+                   help="what the auto pipeline's probes compare (vsr-transcode --metric)")
     p.add_argument("--threads", type=int, default=0, help="libvmaf threads (0: all cores)")
     p.add_argument("--min-overlap", type=float, default=bdrate.DEFAULT_MIN_OVERLAP,
                    help="overlap (fraction of the union of the two ranges) below which a BD value is flagged")

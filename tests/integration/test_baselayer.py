@@ -15,14 +15,16 @@ from vsr_plugin.models import DEFAULT_PAIR, pair_names, shipped_models
 
 def _encode(src, out, pair, *extra):
     down, up, _ = pair
-    return main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "-q", *extra])
+    return main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "--resolution", "half", "-q",
+                 *extra])
 
 
 def test_base_layer_round_trip_restores_odd_size_frames_and_audio(tmp_path, tiny_pair, capsys):
     src = make_clip(tmp_path / "in.mkv", size=(333, 199), frames=6, vcodec="ffv1", audio=True)
     base = tmp_path / "in.vsr.mkv"
     down, up, folder = tiny_pair
-    assert main([str(src), "--down-model", down, "--up-model", up]) == 0  # default name next to the input
+    # default name next to the input
+    assert main([str(src), "--down-model", down, "--up-model", up, "--resolution", "half"]) == 0
     assert "x smaller); restore with: vsr-transcode" in capsys.readouterr().err
     b = read_back(base)
     assert (b["width"], b["height"], b["frames"]) == (168, 100, 6)  # ceil(333/2) padded to even
@@ -48,7 +50,7 @@ def test_base_layer_round_trip_restores_odd_size_frames_and_audio(tmp_path, tiny
 def test_shipped_pair_is_the_default_both_ways(tmp_path):
     """No model flags: the default pair encodes, and restore finds its upsampler by the tags."""
     src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=3, audio=False)
-    assert main([str(src), "-q"]) == 0
+    assert main([str(src), "--resolution", "half", "-q"]) == 0
     with av.open(str(tmp_path / "in.vsr.mkv")) as c:
         tags = {k.upper(): v for k, v in c.metadata.items()}
     assert (tags["VSR_DOWNSAMPLER"], tags["VSR_UPSAMPLER"]) == pair_names(DEFAULT_PAIR)
@@ -165,16 +167,16 @@ def test_stripped_base_layer_is_not_reduced_again(tmp_path, tiny_pair, capsys):
     down, up, _ = tiny_pair
     src = make_clip(tmp_path / "in.mp4", size=(64, 48), frames=4, audio=False)
     base = tmp_path / "in.vsr.mkv"
-    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--resolution", "half", "-q"]) == 0
     stripped = tmp_path / "s.vsr.mkv"
     run(ffmpeg.input(str(base)).output(str(stripped), c="copy", map_metadata="-1"))
-    assert main([str(stripped), "--down-model", down, "--up-model", up, "-q"]) == 2
+    assert main([str(stripped), "--down-model", down, "--up-model", up, "--resolution", "half", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "named as a vsr base layer but carries no vsr tags" in err[0]
     assert not (tmp_path / "s.vsr.vsr.mkv").exists()
     # asked for explicitly, it is reduced again
     assert main([str(stripped), "-o", str(tmp_path / "again.vsr.mkv"), "--down-model", down, "--up-model", up,
-                 "-q"]) == 0
+                 "--resolution", "half", "-q"]) == 0
 
 
 @pytest.mark.skipif(pair_names(DEFAULT_PAIR)[0] not in shipped_models("downsampler"), reason="no shipped pair")

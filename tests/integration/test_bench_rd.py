@@ -11,10 +11,10 @@ from PIL import Image
 from encoder.benchmarks.bench import main
 from encoder.benchmarks.clips import ClipSpec, make_clip
 from vsr_plugin.measure.metrics import PSNR_CAP_DB, frame_quality
-from vsr_plugin.measure.video import decode, encode, read_clip, stream_bits, write_y4m
+from vsr_plugin.measure.video import decode, encode, encode_y4m, read_clip, stream_bits, write_y4m
 from vsr_plugin.measure.vmaf import MetricError, check_psnr, libvmaf
 from tests.conftest import smooth_rgb
-from tests.media_helpers import make_clip as ffmpeg_clip
+from tests.media_helpers import make_clip as ffmpeg_clip, textured_clip
 from vsr_plugin.media import EncodeOptions
 
 
@@ -49,6 +49,26 @@ def test_lossless_x264_encode_measures_like_the_original(natural_clip, tmp_path)
     r_self = libvmaf(natural_clip, natural_clip, rate=clip.rate, colorimetry=clip.colorimetry, bits=8)
     assert r.frames == r_self.frames and r.psnr_y == r_self.psnr_y
     assert [frame_quality(a, b)["psnr_y"] for a, b in zip(clip.frames, back)] == [PSNR_CAP_DB] * 4
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_measured_encode_of_a_tagged_sd_clip_is_not_converted(tmp_path, codec):
+    """A BT.709-tagged 320x180 clip through the ffmpeg encode of the measurements, losslessly: ffmpeg 9
+    takes an untagged y4m below HD for BT.601 and converted it to the BT.709 asked of the output (-15
+    code values on average on colour bars) until the input was tagged alike."""
+    clip = read_clip(textured_clip(tmp_path / "in.mkv", noise=0))
+    assert clip.colorimetry.matrix == 1 and clip.width < 1280
+    y4m, out = tmp_path / "in.y4m", tmp_path / "out.mkv"
+    write_y4m(y4m, clip.frames, clip.rate)
+    lossless = {"libx264": EncodeOptions(codec=codec, crf=0, preset="ultrafast"),
+                "libx265": EncodeOptions(codec=codec, crf=0, preset="ultrafast")}[codec]
+    encode_y4m(y4m, out, lossless, clip.colorimetry)
+    back = decode(out)
+    assert back[0].colorimetry.matrix == 1
+    if codec == "libx264":  # x264 at CRF 0 is lossless
+        assert all(a.equals(b) for a, b in zip(clip.frames, back))
+    else:
+        assert min(frame_quality(a, b)["psnr_y"] for a, b in zip(clip.frames, back)) > 45
 
 
 def test_psnr_check_catches_a_graph_that_saw_other_pictures(natural_clip, tmp_path):

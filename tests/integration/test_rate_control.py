@@ -45,7 +45,8 @@ def test_encode_side_bitrate_is_reached_on_a_two_second_clip(tmp_path, tiny_pair
     down, up, _ = tiny_pair
     src = textured_clip(tmp_path / "in.mkv", audio=True)
     out = tmp_path / "in.vsr.mkv"
-    assert main([str(src), "--down-model", down, "--up-model", up, "--bitrate", "150k", "--preset", "fast"]) == 0
+    assert main([str(src), "--down-model", down, "--up-model", up, "--resolution", "half", "--bitrate", "150k",
+                 "--preset", "fast"]) == 0
     err = capsys.readouterr().err
     assert "passes in" in err and "kbps for a target of 150" in err
     b = read_back(out)

@@ -92,11 +92,12 @@ def test_y4m_file_output_upscale_and_restore(tmp_path, tiny_model, tiny_pair, ca
     # the decoder side restores into y4m too, at the original size
     down, up, _ = tiny_pair
     base = tmp_path / "in.vsr.mkv"
-    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--resolution", "half", "-q"]) == 0
     restored = tmp_path / "restored.y4m"
     assert main([str(base), "-o", str(restored), "--weights-dir", str(Path(up).parent), "-q"]) == 0
     assert restored.read_bytes().startswith(b"YUV4MPEG2 W66 H50 F25:1 ")
-    assert main([str(src), "-o", str(tmp_path / "b.y4m"), "--down-model", down, "--up-model", up, "-q"]) == 2
+    assert main([str(src), "-o", str(tmp_path / "b.y4m"), "--down-model", down, "--up-model", up,
+                 "--resolution", "half", "-q"]) == 2
     assert "a base layer is a Matroska file; name the output *.vsr.mkv, not b.y4m" in capsys.readouterr().err
     _no_leftovers(tmp_path, {"in.mp4", "up.y4m", "in.vsr.mkv", "restored.y4m"})
 
@@ -211,7 +212,8 @@ def test_frames_limits_every_job_and_quiet_is_quiet(tmp_path, tiny_model, tiny_p
     assert back["frames"] == 7 and back["audio"] and back["audio"][0][1] < 0.6  # audio cut near 7 / 25 s
     down, up, _ = tiny_pair
     base = tmp_path / "in.vsr.mkv"
-    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--frames", "5", "-q"]) == 0
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--resolution", "half",
+                 "--frames", "5", "-q"]) == 0
     assert read_back(base)["frames"] == 5
     av1 = tmp_path / "av1.mkv"
     assert main(["--upscale", str(src), "-o", str(av1), "--model", tiny_model, "--codec", "libsvtav1",
@@ -252,7 +254,7 @@ def test_title_chapters_languages_and_dispositions_survive(tmp_path, tiny_model,
     assert _description(out) == want
     down, up, folder = tiny_pair  # and through the base layer and back
     base, restored = tmp_path / "rich.vsr.mkv", tmp_path / "restored.mkv"
-    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--resolution", "half", "-q"]) == 0
     assert main([str(base), "-o", str(restored), "--weights-dir", folder, "-q"]) == 0
     assert _description(restored) == want
     with av.open(str(restored)) as c:
@@ -472,7 +474,7 @@ def test_a_damaged_base_layer_restores_the_rest(tmp_path, tiny_pair, capsys):
     down, up, folder = tiny_pair
     src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=60)
     base = tmp_path / "in.vsr.mkv"
-    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "-q"]) == 0
+    assert main([str(src), "-o", str(base), "--down-model", down, "--up-model", up, "--resolution", "half", "-q"]) == 0
     with av.open(str(base)) as c:
         payload = [bytes(p) for p in c.demux(video=0) if p.size][20]
     data = bytearray(base.read_bytes())

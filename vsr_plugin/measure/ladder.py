@@ -126,7 +126,9 @@ class LadderConfig:
     preset: str | None = None
     crf_full: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["full"]
     crf_half: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["half"]
-    vmaf_model: str = DEFAULT_MODEL
+    vmaf_model: str | None = DEFAULT_MODEL  # None: no VMAF (PSNR only)
+    ssim: bool = True
+    keyframes_every: int | None = None      # force a keyframe every N frames (clips of N-frame segments)
     vmaf_threads: int = 0
     lossless_check: bool = True
 
@@ -157,23 +159,29 @@ class LadderRunner:
 
     def _quality(self, frames: Frames, what: str) -> tuple[dict, dict]:
         """In-process metrics and VMAF (ffmpeg, in parallel) of frames against the original."""
-        clip = self.clip
+        clip, cfg = self.clip, self.config
         if len(frames) != len(clip.frames):
             raise MediaError(f"{what}: {len(frames)} frames came back for {len(clip.frames)}")
         dist_path = self.work / "distorted.y4m"
-        write_y4m(dist_path, frames, clip.rate)
-        job = VmafJob(dist_path, self.ref_path, rate=clip.rate, colorimetry=clip.colorimetry, bits=clip.bits,
-                      threads=self.config.vmaf_threads, model=self.config.vmaf_model)
+        job = None
         try:
-            per_frame = [metrics.frame_quality(r, d) for r, d in zip(clip.frames, frames)]
-            vm = job.result()
+            if cfg.vmaf_model is not None:
+                write_y4m(dist_path, frames, clip.rate)
+                job = VmafJob(dist_path, self.ref_path, rate=clip.rate, colorimetry=clip.colorimetry, bits=clip.bits,
+                              threads=cfg.vmaf_threads, model=cfg.vmaf_model)
+            per_frame = [metrics.frame_quality(r, d, ssim_y=cfg.ssim) for r, d in zip(clip.frames, frames)]
+            vm = job.result() if job is not None else None
         finally:
-            job.close()
+            if job is not None:
+                job.close()
             remove(dist_path)
-        check_psnr(vm, [f["psnr_y"] for f in per_frame], what)
         q = metrics.mean_quality(per_frame)
+        psnr_y = [f["psnr_y"] for f in per_frame]
+        if vm is None:
+            return q, {"psnr_y": psnr_y}
+        check_psnr(vm, psnr_y, what)
         q.update(vmaf=vm.vmaf, vmaf_harmonic_mean=vm.vmaf_harmonic_mean, vmaf_min=vm.vmaf_min)
-        return q, {"vmaf": vm.frames, "psnr_y": [f["psnr_y"] for f in per_frame]}
+        return q, {"vmaf": vm.frames, "psnr_y": psnr_y}
 
     def lossless_check(self) -> dict:
         """Encode the clip losslessly (FFV1), decode it, and measure it like any point: the planes must
@@ -221,7 +229,8 @@ class LadderRunner:
         """Bitrate alone of one encode of a prepared base layer (for rate-matching searches)."""
         stream = self.work / "probe.mkv"
         try:
-            encode_y4m(base_path, stream, options, self.clip.colorimetry, seconds=self.clip.seconds)
+            encode_y4m(base_path, stream, options, self.clip.colorimetry, seconds=self.clip.seconds,
+                       keyframes_every=self.config.keyframes_every)
             return stream_bits(stream).kbps(self.clip.seconds)
         finally:
             remove(stream)
@@ -234,7 +243,8 @@ class LadderRunner:
         stream = self.work / f"{pipeline.name}_point.mkv"
         t0 = time.perf_counter()
         try:
-            encode_y4m(base_path, stream, options, clip.colorimetry, seconds=clip.seconds)
+            encode_y4m(base_path, stream, options, clip.colorimetry, seconds=clip.seconds,
+                       keyframes_every=self.config.keyframes_every)
             t1 = time.perf_counter()
             bits = stream_bits(stream)
             decoded = [f.cropped(bh, bw) for f in decode(stream)]
@@ -250,9 +260,10 @@ class LadderRunner:
             "pipeline": pipeline.name, "crf": options.crf, "target_bitrate": options.bitrate,
             "base_width": bw, "base_height": bh,
             "kbps": bits.kbps(clip.seconds), "kbps_with_sei": bits.kbps(clip.seconds, with_sei=True),
-            "bytes": bits.picture_bytes, "bytes_with_sei": bits.packet_bytes,
+            "bytes": bits.picture_bytes, "bytes_with_sei": bits.packet_bytes, "key_bytes": bits.key_picture_bytes,
+            "keyframes": bits.keyframes,
             "extradata_bytes": bits.extradata_bytes, "packets": bits.packets, **q,
-            "per_frame": per_frame,
+            "per_frame": {**per_frame, "bytes": list(bits.frame_bytes)},
             "seconds": {"downscale": down_s, "encode": t1 - t0, "decode": t2 - t1, "upscale": t3 - t2,
                         "metrics": t4 - t3},
         }

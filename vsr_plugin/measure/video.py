@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +77,36 @@ def read_clip(path: str | Path, *, max_frames: int | None = None) -> Clip:
         rate = inp.rate
         truncated = inp.truncated
     return Clip(str(path), frames, Fraction(rate).limit_denominator(1001 * 1000), truncated)
+
+
+def read_segments(path: str | Path, plan: Callable[[int, float], list[tuple[int, int]]], *,
+                  max_frames: int | None = None) -> tuple[Clip, list[tuple[int, int]], int]:
+    """The frames of some segments of a video, one after the other as one clip: ``plan(total,
+    fps)`` gives ``(first frame, frames)`` pairs for a clip of ``total`` frames (counted by decoding
+    when the container does not say, or says more than there are). Returns the clip, the segments
+    and the frame count of the whole video."""
+    with VideoInput(path, max_frames=max_frames) as inp:
+        total, rate = inp.frame_count_estimate, inp.rate
+    if not total:
+        total = sum(1 for _ in _frames(path, max_frames))
+    segments = plan(total, float(rate))
+    wanted = {i for start, n in segments for i in range(start, start + n)}
+    frames = [f for i, f in enumerate(_frames(path, max_frames)) if i in wanted]
+    if len(frames) < len(wanted):  # the estimate was high: plan again on the real count
+        total = sum(1 for _ in _frames(path, max_frames))
+        segments = plan(total, float(rate))
+        wanted = {i for start, n in segments for i in range(start, start + n)}
+        frames = [f for i, f in enumerate(_frames(path, max_frames)) if i in wanted]
+    if not frames:
+        raise MediaError(f"no decodable video frames in {path}")
+    return Clip(str(path), frames, Fraction(rate).limit_denominator(1001 * 1000)), segments, total
+
+
+def _frames(path: str | Path, max_frames: int | None) -> Iterator[Frame]:
+    with VideoInput(path, max_frames=max_frames) as inp:
+        for item in inp.items():
+            if isinstance(item, TimedFrame):
+                yield item.frame
 
 
 # --- lossless files --------------------------------------------------------------------------------
@@ -154,6 +184,9 @@ class StreamBits:
     picture_bytes: int
     extradata_bytes: int
     packets: int
+    key_picture_bytes: int = 0  # the part of picture_bytes in keyframe packets
+    keyframes: int = 0
+    frame_bytes: tuple[int, ...] = ()  # picture bytes of each frame, in display order
 
     def kbps(self, seconds: float, *, with_sei: bool = False) -> float:
         return 8.0 * (self.packet_bytes if with_sei else self.picture_bytes) / seconds / 1000.0
@@ -175,26 +208,29 @@ def encode(frames: Sequence[Frame], path: Path, rate: Fraction, options: EncodeO
 
 
 def encode_y4m(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colorimetry, *,
-               seconds: float | None = None) -> None:
+               seconds: float | None = None, keyframes_every: int | None = None) -> None:
     """Encode a y4m file with the bundled ffmpeg in a fresh process, into Matroska; a ``bitrate``
     in two passes with the check of :func:`media.reach_bitrate`, as ``vsr-transcode`` encodes it
-    (``seconds``: the clip's duration, to measure the bitrate reached).
+    (``seconds``: the clip's duration, to measure the bitrate reached). ``keyframes_every`` N:
+    a keyframe on every N-th frame (probe clips made of N-frame segments).
 
     The rate–distortion runs use this rather than the in-process PyAV encoder: measured here,
     libx264 inside a long-lived Python process gives streams that differ by ~0.1% in size from run
     to run (the same input, threads=1 included), while a fresh ffmpeg process is bit-exact."""
+    extra = {"force_key_frames": f"expr:eq(mod(n,{keyframes_every}),0)"} if keyframes_every else {}
     if options.bitrate is None:
-        _ffmpeg_encode(src, dst, options, colorimetry)
+        _ffmpeg_encode(src, dst, options, colorimetry, extra)
         return
     if seconds is None:
         raise ValueError("a bitrate target needs the clip's duration to check the rate reached")
     with tempfile.TemporaryDirectory(prefix="vsr-2pass-") as tmp:
         log = str(Path(tmp) / "stats")
-        _ffmpeg_encode(src, Path(tmp) / "analysis.mkv", options, colorimetry, {"pass": 1, "passlogfile": log})
+        _ffmpeg_encode(src, Path(tmp) / "analysis.mkv", options, colorimetry, {"pass": 1, "passlogfile": log, **extra})
 
         def second_pass(attempt: int, bitrate: int) -> float:
             out = Path(tmp) / f"pass2-{attempt}.mkv"
-            _ffmpeg_encode(src, out, replace(options, bitrate=bitrate), colorimetry, {"pass": 2, "passlogfile": log})
+            _ffmpeg_encode(src, out, replace(options, bitrate=bitrate), colorimetry,
+                           {"pass": 2, "passlogfile": log, **extra})
             return 1000 * stream_bits(out).kbps(seconds, with_sei=True)
 
         best, _ = reach_bitrate(options.bitrate, second_pass)
@@ -202,25 +238,29 @@ def encode_y4m(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colori
 
 
 def _ffmpeg_encode(src: Path, dst: Path, options: EncodeOptions, colorimetry: Colorimetry,
-                   rate_pass: dict | None = None) -> None:
+                   extra: dict | None = None) -> None:
     import ffmpeg
 
     from ..ffmpeg_tools import command
     from ..yuv import MATRICES, PRIMARIES, TRANSFERS
 
-    kwargs: dict = {"vcodec": options.codec, **options.codec_options(), **(rate_pass or {})}
+    kwargs: dict = {"vcodec": options.codec, **options.codec_options(), **(extra or {})}
     if options.bitrate is not None:
         kwargs["video_bitrate"] = options.bitrate
     if options.pix_fmt:
         kwargs["pix_fmt"] = options.pix_fmt
     c = colorimetry
-    for key, table, value in (("colorspace", MATRICES, c.matrix), ("color_primaries", PRIMARIES, c.primaries),
-                              ("color_trc", TRANSFERS, c.transfer)):
-        if value not in (0, 2) and value in table:
-            kwargs[key] = table[value]
-    kwargs["color_range"] = "pc" if c.range == "full" else "tv"
-    proc = subprocess.run(command(ffmpeg.input(str(src), format="yuv4mpegpipe").output(str(dst), **kwargs)),
-                          capture_output=True)
+    tags = {key: table[value] for key, table, value in (
+        ("colorspace", MATRICES, c.matrix), ("color_primaries", PRIMARIES, c.primaries),
+        ("color_trc", TRANSFERS, c.transfer)) if value not in (0, 2) and value in table}
+    tags["color_range"] = "pc" if c.range == "full" else "tv"
+    # y4m carries no matrix, and ffmpeg 9 converts between the colour properties it assumes for an
+    # input (BT.601 below HD sizes) and those asked of the output: the input is tagged alike, so
+    # the tags are written and the pictures pass through unconverted
+    video = ffmpeg.input(str(src), format="yuv4mpegpipe").video.filter(
+        "setparams", **{"range": tags["color_range"]},
+        **{k: v for k, v in tags.items() if k != "color_range"})
+    proc = subprocess.run(command(video.output(str(dst), **kwargs, **tags)), capture_output=True)
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise MediaError(f"{options.codec} failed: " + " | ".join(tail))
@@ -234,16 +274,22 @@ def stream_bits(path: Path) -> StreamBits:
         extradata = len(s.codec_context.extradata or b"")
         units = NON_PICTURE_UNITS.get(name)
         bsf = av.bitstream.BitStreamFilterContext(f"filter_units=remove_types={units}", s) if units else None
-        raw = picture = packets = 0
+        raw = picture = packets = key = keyframes = 0
+        by_pts: list[tuple[int, int]] = []
         for p in c.demux(s):
             if not p.size:
                 continue
             packets += 1
             raw += p.size
-            picture += sum(q.size for q in bsf.filter(p)) if bsf else p.size
+            size = sum(q.size for q in bsf.filter(p)) if bsf else p.size
+            picture += size
+            by_pts.append((p.pts if p.pts is not None else len(by_pts), size))
+            if p.is_keyframe:
+                key += size
+                keyframes += 1
         if bsf:
             picture += sum(q.size for q in bsf.filter(None))
-    return StreamBits(raw, picture, extradata, packets)
+    return StreamBits(raw, picture, extradata, packets, key, keyframes, tuple(n for _, n in sorted(by_pts)))
 
 
 def decode(path: Path) -> list[Frame]:

@@ -1,0 +1,146 @@
+"""--resolution auto|half|full on real files: the decision, the tags, and the restore of both kinds."""
+
+import math
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.media_helpers import make_clip, read_back, textured_clip
+from vsr_plugin.baselayer import BaseLayerError, parse_tags
+from vsr_plugin.cli import main
+from vsr_plugin.resolution import Point, _needs_second, clip_kbps, half_crf_offset, keyframes_in, probe_segments
+
+
+def _tags(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        return dict(c.metadata)
+
+
+def _video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(video=0) if p.size]
+
+
+# --- the pieces ----------------------------------------------------------------------------------
+
+def test_probe_segments_spread_over_the_clip():
+    assert probe_segments(48, 24) == [(12, 24)]  # a 2 s clip: one 1 s segment in the middle
+    assert probe_segments(5, 25) == [(0, 5)]  # shorter than a segment: all of it
+    long = probe_segments(24 * 600, 24)  # 10 minutes: 3% of the frames, at most 6 segments
+    assert len(long) == 6 and all(n == 24 for _, n in long)
+    starts = [s for s, _ in long]
+    assert starts == sorted(starts) and starts[0] > 0 and starts[-1] + 24 < 24 * 600
+    gaps = {b - a for a, b in zip(starts, starts[1:])}
+    assert max(gaps) - min(gaps) <= 1  # evenly spread
+    assert probe_segments(24 * 60, 24) == [(348, 24), (1068, 24)]  # 1 minute: 43 frames -> 2 segments
+
+
+def test_probe_rate_spreads_keyframes_over_the_clip():
+    point = {"bytes": 10_000 + 24 * 1_000, "key_bytes": 10_000, "keyframes": 1}  # one 25-frame segment
+    # a 500-frame clip at 25 fps has 2 GOPs of 250: 1000 B per frame + 2 keyframes of 10 kB per 500 frames
+    assert clip_kbps(point, 25, 500, 25.0, "libx264") == pytest.approx(8 * (1_000 + 20_000 / 500) * 25 / 1000)
+    assert keyframes_in(500, 25.0, "libx264") == 2 and keyframes_in(500, 25.0, "libsvtav1") == 4
+    assert half_crf_offset("libx264") == 9 and half_crf_offset("libx265") == 11
+
+
+def test_a_second_half_probe_only_when_the_first_cannot_decide():
+    target = 1000.0
+    assert not _needs_second(Point(30, 1050, 80), 75, target)  # within 10% of the target
+    assert not _needs_second(Point(30, 700, 70), 75, target)  # below the target and losing: loses there too
+    assert not _needs_second(Point(30, 1400, 80), 75, target)  # above the target and winning: wins there too
+    assert _needs_second(Point(30, 700, 80), 75, target)  # wins below the target: may not at it
+    assert _needs_second(Point(30, 1400, 70), 75, target)
+
+
+def test_full_resolution_tags_are_checked():
+    good = {"VSR_FORMAT": "vsr-base-layer", "VSR_FORMAT_VERSION": "2", "VSR_SCALE": "1", "VSR_WIDTH": "33",
+            "VSR_HEIGHT": "20"}
+    tags = parse_tags(good, base_width=34, base_height=20, source="f")
+    assert tags.full_resolution and (tags.width, tags.height, tags.upsampler) == (33, 20, "")
+    with pytest.raises(BaseLayerError, match="scale 1 is format version 2"):
+        parse_tags({**good, "VSR_FORMAT_VERSION": "1"}, base_width=34, base_height=20, source="f")
+    with pytest.raises(BaseLayerError, match="VSR_SCALE 3 is not supported"):
+        parse_tags({**good, "VSR_SCALE": "3"}, base_width=12, base_height=8, source="f")
+
+
+# --- whole runs ------------------------------------------------------------------------------------
+
+def test_fine_noise_at_a_high_rate_stays_at_full_resolution_and_restores_by_copying(tmp_path, capsys):
+    src = textured_clip(tmp_path / "noise.mkv", noise=30, audio=True)
+    layer, restored = tmp_path / "noise.vsr.mkv", tmp_path / "noise.restored.mkv"
+    assert main([str(src), "--crf", "18", "--metric", "psnr"]) == 0
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if "resolution auto:" in ln)
+    assert "full (native)" in line and "half" in line and "probe encodes in" in line
+    tags = _tags(layer)
+    assert (tags["VSR_RESOLUTION"], tags["VSR_SCALE"], tags["VSR_FORMAT_VERSION"]) == ("full", "1", "2")
+    assert tags["VSR_DECISION"] == line.split("vsr-transcode: ", 1)[1]
+    a = read_back(layer)
+    assert (a["width"], a["height"], a["frames"]) == (320, 180, 50)
+    assert main([str(layer)]) == 0
+    assert "stream copy" in capsys.readouterr().err
+    b, s = read_back(restored), read_back(src)
+    assert (b["width"], b["height"], b["frames"]) == (320, 180, 50)
+    assert b["times"] == pytest.approx(s["times"], abs=1e-3)
+    assert b["audio"][0][1] == pytest.approx(s["audio"][0][1], abs=0.03)
+    assert _video_packets(restored) == _video_packets(layer)  # untouched
+    assert not any(k.upper().startswith("VSR_") for k in _tags(restored))
+
+
+def test_smooth_content_at_a_low_rate_goes_half_and_restores_to_the_original_size(tmp_path, capsys):
+    src = textured_clip(tmp_path / "smooth.mkv", noise=0, audio=True, blur=3)
+    layer = tmp_path / "smooth.vsr.mkv"
+    assert main([str(src), "--crf", "46"]) == 0  # VMAF, the default metric
+    err = capsys.readouterr().err
+    assert "resolution auto: half (2x layer)" in err and "VMAF" in err
+    tags = _tags(layer)
+    assert (tags["VSR_RESOLUTION"], tags["VSR_SCALE"], tags["VSR_FORMAT_VERSION"]) == ("half", "2", "1")
+    a = read_back(layer)
+    assert (a["width"], a["height"], a["frames"]) == (160, 90, 50)
+    restored = tmp_path / "smooth.restored.mkv"
+    assert main([str(layer)]) == 0
+    b, s = read_back(restored), read_back(src)
+    assert (b["width"], b["height"], b["frames"]) == (320, 180, 50)
+    assert b["times"] == pytest.approx(s["times"], abs=1e-3)
+    assert b["audio"][0][1] == pytest.approx(s["audio"][0][1], abs=0.03)
+
+
+def test_forced_sides_skip_the_probes_and_odd_sizes_restore_exactly(tmp_path, capsys):
+    src = make_clip(tmp_path / "odd.mkv", size=(161, 91), frames=10, audio=False, vcodec="ffv1")  # odd: testsrc
+    full, restored = tmp_path / "odd.vsr.mkv", tmp_path / "odd.restored.mkv"
+    assert main([str(src), "--resolution", "full", "--crf", "20"]) == 0
+    err = capsys.readouterr().err
+    assert "resolution auto" not in err
+    a = read_back(full)
+    assert (a["width"], a["height"]) == (162, 92)  # padded to even for H.264
+    assert main([str(full), "--codec", "libsvtav1", "--preset", "12"]) == 0  # cropped: re-encoded
+    b = read_back(restored)
+    assert (b["width"], b["height"], b["frames"]) == (161, 91, 10)
+    half = tmp_path / "half.vsr.mkv"
+    assert main([str(src), "-o", str(half), "--resolution", "half", "--crf", "20", "--quiet"]) == 0
+    assert _tags(half)["VSR_RESOLUTION"] == "half" and "VSR_DECISION" not in _tags(half)
+
+
+def test_auto_needs_a_lossy_codec(tmp_path, capsys):
+    src = textured_clip(tmp_path / "in.mkv", frames=5)
+    assert main([str(src), "--codec", "ffv1"]) == 2
+    assert "is lossless (use --resolution half or full)" in capsys.readouterr().err
+    assert not (tmp_path / "in.vsr.mkv").exists()
+
+
+def test_probe_rate_is_close_to_the_whole_clip_rate(tmp_path):
+    """What a probe says a CRF costs, against what the whole clip at that CRF costs."""
+    from vsr_plugin.measure.ladder import native
+    from vsr_plugin.resolution import ProbeOptions, decide
+
+    src = textured_clip(tmp_path / "in.mkv", size=(320, 180), frames=100, noise=8)
+    dec = decide(src, native(), native(), ProbeOptions(crf=28, metric="psnr"))  # only the full side matters here
+    from vsr_plugin.measure.video import encode_y4m, read_clip, stream_bits, write_y4m
+    from vsr_plugin.media import EncodeOptions
+
+    clip = read_clip(src)
+    write_y4m(tmp_path / "in.y4m", clip.frames, clip.rate)
+    encode_y4m(tmp_path / "in.y4m", tmp_path / "out.mkv", EncodeOptions(crf=28, preset="medium"), clip.colorimetry)
+    whole = stream_bits(tmp_path / "out.mkv").kbps(clip.seconds)
+    assert math.isclose(dec.target_kbps, whole, rel_tol=0.25), (dec.target_kbps, whole)

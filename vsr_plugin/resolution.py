@@ -1,0 +1,224 @@
+"""``--resolution auto``: code a clip as the 2x enhancement layer or at full resolution, whichever
+looks better at the same rate on probe encodes of samples of the clip.
+
+A 2x layer wins below a crossover rate and loses above it, and the crossover moves with content
+(docs/results: 0.3–1.2 Mbit/s on 1080p clips). Per-title encoding ladders choose the resolution per
+clip from trial encodes (the convex hull of the rate–quality curves); this module does that for
+one clip at the user's rate, with the models the clip would be coded with:
+
+* **Probes**: a few short segments spread over the clip (:func:`probe_segments`), decoded into one
+  probe clip with a keyframe at each join, encoded both ways with the user's codec and preset,
+  restored (the half side with the pair's upsampler) and measured against the original with the
+  user's metric (:mod:`vsr_plugin.measure.ladder`, as ``vsr-bench rd`` measures). A probe's rate
+  is taken as the whole clip's would be: its keyframes' bytes spread over the clip's GOPs
+  (:func:`clip_kbps`).
+* **Points**: the full side at two CRFs (the slope of its rate–quality curve and of its rate with
+  CRF), the half side at one CRF, chosen to spend about the same bits. The full curve is
+  interpolated (linear in log-rate) to the half probe's rate and the two qualities are compared.
+* **The rate**: with ``--bitrate B`` both sides are compared at B (the full side's probe CRFs are
+  searched to straddle it); with ``--crf C`` the target is the rate a full-resolution encode at CRF C
+  spends, and a chosen half layer gets the CRF that spends the same (its CRF found on the probes).
+
+One decision per clip: switching the resolution per scene would need a stream whose picture size
+changes mid-way (not every player follows that in Matroska) or one file per scene; not built.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .measure.ladder import DEFAULT_LADDERS, LadderConfig, LadderRunner, Pipeline
+from .measure.video import read_segments, remove
+from .measure.vmaf import DEFAULT_MODEL
+from .media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
+
+RESOLUTIONS = ("auto", "half", "full")
+METRICS = ("vmaf", "psnr")  # psnr: PSNR-Y
+SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by 2-4 VMAF more, measured)
+PROBE_SHARE = 0.03           # probe frames as a share of the clip's frames ...
+MAX_SEGMENTS = 6             # ... in at least one and at most this many segments
+FULL_CRF_STEP = 4.0          # the second full-resolution probe, this many CRF steps above the first
+FIRST_GUESS_CRF = {"libx264": 26.0, "libx265": 28.0, "libsvtav1": 40.0}  # --bitrate: where the search starts
+KEYINT_SECONDS = {"libsvtav1": 5.0}  # the encoders' default keyframe interval: x264/x265 250 frames, SVT-AV1 ~5 s
+
+
+def keyframes_in(frames: int, fps: float, codec: str) -> int:
+    """Keyframes an encoder with its default GOP puts in a clip of ``frames`` (scene cuts aside)."""
+    keyint = round(KEYINT_SECONDS[codec] * fps) if codec in KEYINT_SECONDS else 250
+    return max(1, math.ceil(frames / max(keyint, 1)))
+
+
+def clip_kbps(point: dict, probe_frames: int, clip_frames: int, fps: float, codec: str) -> float:
+    """The bitrate a probe encode stands for on the whole clip. Every probe segment starts with a
+    keyframe, which a whole-clip encode pays once per GOP: the keyframes' bytes are spread over the
+    clip's GOPs instead of the probe's (on a 12-frame segment of a 1080p clip the keyframe is about
+    half the bytes, so the raw probe rate is about twice the clip's)."""
+    key, keys = point["key_bytes"], max(point["keyframes"], 1)
+    per_frame = (point["bytes"] - key) / max(probe_frames - keys, 1)
+    per_frame += key / keys * keyframes_in(clip_frames, fps, codec) / clip_frames
+    return 8 * per_frame * fps / 1000
+
+
+def half_crf_offset(codec: str) -> float:
+    """CRF steps between a full-resolution encode and a half-resolution one at about the same rate,
+    from the calibrated ``vsr-bench rd`` ladders (x264 9, x265 11, SVT-AV1 15)."""
+    ladders = DEFAULT_LADDERS[codec]
+    return (sum(ladders["full"]) / len(ladders["full"])) - (sum(ladders["half"]) / len(ladders["half"]))
+
+
+def probe_segments(total: int, rate: float, *, share: float = PROBE_SHARE,
+                   max_segments: int = MAX_SEGMENTS) -> list[tuple[int, int]]:
+    """``(first frame, frames)`` of the probe segments of a ``total``-frame clip: segments of
+    :data:`SEGMENT_SECONDS`, as many as ``share`` of the frames makes (1 .. ``max_segments``),
+    centred in equal parts of the clip."""
+    length = max(2, min(total, round(SEGMENT_SECONDS * rate)))
+    count = max(1, min(max_segments, round(share * total / length), total // length))
+    part = total / count
+    return [(min(total - length, max(0, round(part * (i + 0.5) - length / 2))), length) for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One probe encode: its setting and what it gave (rate in kbps on the probe clip)."""
+
+    crf: float
+    kbps: float
+    quality: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The choice, the probe figures behind it and what the final encode uses."""
+
+    choice: str                  # "half" or "full"
+    metric: str
+    target_kbps: float           # the rate both sides are compared at (whole-clip kbps, estimated on the probes)
+    full: tuple[Point, Point]    # the full-resolution probes
+    half: tuple[Point, ...]      # the half-resolution probes (one or two)
+    full_quality: float          # each side's quality at the target rate
+    half_quality: float
+    half_crf: float | None       # CRF of the half encode that spends what the full one at --crf would
+    segments: list[tuple[int, int]]
+    probe_frames: int
+    probe_s: float
+
+    @property
+    def margin(self) -> float:
+        """Half minus full quality at the target rate (VMAF points or dB)."""
+        return self.half_quality - self.full_quality
+
+    def summary(self) -> str:
+        unit = "VMAF" if self.metric == "vmaf" else "dB PSNR-Y"
+        side = "half (2x layer)" if self.choice == "half" else "full (native)"
+        return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, half {self.half_quality:.2f} "
+                f"vs full {self.full_quality:.2f} {unit} ({self.margin:+.2f}); {len(self.segments)} segment(s), "
+                f"{self.probe_frames} frames, {2 + len(self.half)} probe encodes in {self.probe_s:.1f} s")
+
+
+def _interpolate(a: Point, b: Point, kbps: float) -> float:
+    """Quality on the line through two points in (log-rate, quality), at ``kbps`` (extrapolated outside)."""
+    if a.kbps == b.kbps:
+        return (a.quality + b.quality) / 2
+    t = (math.log(kbps) - math.log(a.kbps)) / (math.log(b.kbps) - math.log(a.kbps))
+    return a.quality + t * (b.quality - a.quality)
+
+
+def _crf_per_halving(a: Point, b: Point) -> float:
+    """CRF steps that halve the rate, from two probes of one side (6 where they cannot tell)."""
+    if a.kbps <= 0 or b.kbps <= 0 or a.kbps == b.kbps or a.crf == b.crf:
+        return 6.0
+    return min(max((b.crf - a.crf) / (math.log2(a.kbps) - math.log2(b.kbps)), 1.0), 20.0)
+
+
+def _crf_for_rate(p: Point, per_halving: float, kbps: float) -> float:
+    """The CRF that spends ``kbps`` on the line through ``p`` with the given slope."""
+    return p.crf + per_halving * math.log2(p.kbps / kbps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeOptions:
+    codec: str = "libx264"
+    preset: str | None = None
+    crf: float | None = None        # --crf: the full-resolution CRF whose rate is the target
+    bitrate: int | None = None      # --bitrate, bits/s
+    metric: str = "vmaf"
+    frames: int | None = None       # the first N frames of the input only
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.crf is not None and self.bitrate is not None:
+            raise ValueError("give either crf or bitrate, not both")
+
+
+def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions, *,
+           say: Callable[[str], None] = lambda text: None) -> Decision:
+    """Probe ``path`` both ways and choose (see the module's description)."""
+    t0 = time.perf_counter()
+    clip, segments, total = read_segments(path, probe_segments, max_frames=opts.frames)
+    lo, hi = CRF_RANGE[opts.codec]
+    fps = float(clip.rate)
+    config = LadderConfig(codec=opts.codec, preset=opts.preset,
+                          vmaf_model=DEFAULT_MODEL if opts.metric == "vmaf" else None, ssim=False,
+                          keyframes_every=segments[0][1])
+    with tempfile.TemporaryDirectory(prefix="vsr-probe-") as tmp:
+        runner = LadderRunner(clip, config, Path(tmp))
+
+        def probe(pipe: Pipeline, base: Path, size: tuple[int, int], crf: float) -> Point:
+            crf = round(min(max(crf, lo), hi), 2)
+            p = runner.point(pipe, EncodeOptions(codec=opts.codec, crf=crf, preset=opts.preset), base, size)
+            kbps = clip_kbps(p, len(clip.frames), total, fps, opts.codec)
+            point = Point(crf, kbps, p["vmaf"] if opts.metric == "vmaf" else p["psnr_y"])
+            say(f"probe {pipe.name} crf {crf:g}: {point.kbps:.0f} kbps, {opts.metric} {point.quality:.2f}")
+            return point
+
+        base, size, _ = runner.prepare(full)
+        try:
+            if opts.bitrate is None:  # the target: what the full-resolution encode at --crf spends
+                a = probe(full, base, size, opts.crf if opts.crf is not None else DEFAULT_CRF[opts.codec])
+                b = probe(full, base, size, a.crf + FULL_CRF_STEP)
+                target = a.kbps
+            else:  # two full-resolution CRFs, the second aimed at the target
+                target = opts.bitrate / 1000
+                first = probe(full, base, size, FIRST_GUESS_CRF[opts.codec])
+                aim = _crf_for_rate(first, 6.0, target)
+                if abs(aim - first.crf) < 1:
+                    aim = first.crf + FULL_CRF_STEP
+                a, b = sorted((first, probe(full, base, size, aim)), key=lambda p: p.crf)
+        finally:
+            remove(base)
+        per_halving = _crf_per_halving(a, b)
+        at_target = min(max(_crf_for_rate(a, per_halving, target), lo), hi)
+        full_q = _interpolate(a, b, target)
+        base, size, _ = runner.prepare(half)
+        try:
+            h = [probe(half, base, size, at_target - half_crf_offset(opts.codec))]
+            if _needs_second(h[0], _interpolate(a, b, h[0].kbps), target):
+                h.append(probe(half, base, size, _crf_for_rate(h[0], per_halving, target)))
+        finally:
+            remove(base)
+    if len(h) == 2 and h[0].crf != h[1].crf:
+        half_q, half_crf = _interpolate(h[0], h[1], target), _crf_for_rate(h[0], _crf_per_halving(*h), target)
+    else:  # one probe near the target (or one that decides alone): moved along the full side's slopes
+        half_q = h[0].quality + (_interpolate(a, b, target) - _interpolate(a, b, h[0].kbps))
+        half_crf = _crf_for_rate(h[0], per_halving, target)
+    return Decision(choice="half" if half_q > full_q else "full", metric=opts.metric, target_kbps=target,
+                    full=(a, b), half=tuple(h), full_quality=full_q, half_quality=half_q,
+                    half_crf=round(min(max(half_crf, lo), hi), 2) if opts.bitrate is None else None,
+                    segments=segments, probe_frames=len(clip.frames), probe_s=time.perf_counter() - t0)
+
+
+def _needs_second(h: Point, full_q: float, target: float) -> bool:
+    """Whether a second half-resolution probe is needed to compare at the target rate. Not when the
+    first landed within 10% of it, nor when it decides alone: the 2x layer's lead shrinks as the
+    rate rises (the curves cross once), so a half probe below the target rate that loses, or one
+    above it that wins, settles the question (``full_q``: the full side's quality at its rate)."""
+    if abs(math.log(h.kbps / target)) <= math.log(1.1):
+        return False
+    below = h.kbps < target
+    return not ((below and h.quality <= full_q) or (not below and h.quality > full_q))
