@@ -114,7 +114,9 @@ class Decision:
 
     def summary(self) -> str:
         unit = "VMAF" if self.metric == "vmaf" else "dB PSNR-Y"
-        side = "half (2x layer)" if self.choice == "half" else "full (native)"
+        side = "full (native)"
+        if self.choice == "half":
+            side = "half (2x layer" + (f", CRF {self.half_crf:g})" if self.half_crf is not None else ")")
         return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, half {self.half_quality:.2f} "
                 f"vs full {self.full_quality:.2f} {unit} ({self.margin:+.2f}); {len(self.segments)} segment(s), "
                 f"{self.probe_frames} frames, {2 + len(self.half)} probe encodes in {self.probe_s:.1f} s")

@@ -93,7 +93,7 @@ def test_smooth_content_at_a_low_rate_goes_half_and_restores_to_the_original_siz
     layer = tmp_path / "smooth.vsr.mkv"
     assert main([str(src), "--crf", "46"]) == 0  # VMAF, the default metric
     err = capsys.readouterr().err
-    assert "resolution auto: half (2x layer)" in err and "VMAF" in err
+    assert "resolution auto: half (2x layer, CRF " in err and "VMAF" in err
     tags = _tags(layer)
     assert (tags["VSR_RESOLUTION"], tags["VSR_SCALE"], tags["VSR_FORMAT_VERSION"]) == ("half", "2", "1")
     a = read_back(layer)
