@@ -8,8 +8,10 @@
 # ablation (the no-codec pair ABLATION on the same clips, reusing rd1080's native/bicubic points;
 # skipped with a note when ABLATION does not exist), rdvideo (x264 rate–distortion on the natural
 # clips of ../shared/data/video), sr (image benchmark with the learned pairs, lossless base layer),
-# speed (fps and memory; x264 medium and veryfast). Optional, not in the default set: rd1080-x265
-# and rd1080-av1 (same clips, other codecs).
+# speed (fps and memory; x264 medium and veryfast), auto (--resolution auto measured like the other
+# pipelines on the 1080p and natural clips, reusing rd1080's and rdvideo's native points, and its probe
+# cost on those clips and a 10 s 1080p clip). Optional, not in the default set: rd1080-x265 and
+# rd1080-av1 (same clips, other codecs).
 #
 # Environment:
 #   VSR_DATA    data root (default ../shared/data)
@@ -26,7 +28,7 @@ OUT=${OUT:-docs/results}
 CLIPS=${CLIPS:-out/clips}
 MODEL_ARGS=${MODEL_ARGS:-}
 DEVICE=${DEVICE:-auto}
-STEPS=${STEPS:-clips rd1080 ablation rdvideo sr speed}
+STEPS=${STEPS:-clips rd1080 ablation rdvideo sr speed auto}
 ABLATION=${ABLATION:-runs/pair-default-nocodec/best-down}
 BENCH=${BENCH:-.venv/bin/vsr-bench}
 
@@ -79,6 +81,15 @@ if has sr; then
     PAIRS=x2-codec-aware-v2-down,x2-codec-quality-down,x2-codec-default-down
     [[ -f "$ABLATION.safetensors" ]] && PAIRS="$PAIRS,$ABLATION"
     run "$BENCH" sr --data "$DATA" --pairs "$PAIRS" --out "$OUT"
+fi
+if has auto; then
+    [[ -f "$CLIPS/urban_10s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 --size 1920x1080 \
+        --frames 240 -o "$CLIPS/urban_10s_1080p.mkv"
+    rd "${HD[@]}" --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_1080p_libx264.json" \
+        --name rd_1080p_libx264_auto
+    rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_video_libx264.json" \
+        --name rd_video_libx264_auto
+    run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "${HD[@]}" "$CLIPS/urban_10s_1080p.mkv" --out "$OUT"
 fi
 if has speed; then
     run "$BENCH" speed --out "$OUT"

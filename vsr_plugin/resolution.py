@@ -13,8 +13,10 @@ one clip at the user's rate, with the models the clip would be coded with:
   is taken as the whole clip's would be: its keyframes' bytes spread over the clip's GOPs
   (:func:`clip_kbps`).
 * **Points**: the full side at two CRFs (the slope of its rate–quality curve and of its rate with
-  CRF), the half side at one CRF, chosen to spend about the same bits. The full curve is
-  interpolated (linear in log-rate) to the half probe's rate and the two qualities are compared.
+  CRF), the half side at the CRF expected to spend the target rate, and at a second, corrected CRF
+  unless the first landed within 10% of the target or settles the question alone
+  (:func:`_needs_second`). Each side's quality at the target rate (linear in log-rate between its
+  probes) is compared.
 * **The rate**: with ``--bitrate B`` both sides are compared at B (the full side's probe CRFs are
   searched to straddle it); with ``--crf C`` the target is the rate a full-resolution encode at CRF C
   spends, and a chosen half layer gets the CRF that spends the same (its CRF found on the probes).
@@ -37,7 +39,6 @@ from .measure.video import read_segments, remove
 from .measure.vmaf import DEFAULT_MODEL
 from .media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
 
-RESOLUTIONS = ("auto", "half", "full")
 METRICS = ("vmaf", "psnr")  # psnr: PSNR-Y
 SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by 2-4 VMAF more, measured)
 PROBE_SHARE = 0.03           # probe frames as a share of the clip's frames ...
