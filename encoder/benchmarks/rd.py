@@ -491,7 +491,9 @@ def add_parser(sub) -> None:
     p.add_argument("--crf-full", default=None, help="CRF ladder of full-resolution encodes, e.g. 23,27,31,35 "
                                                     "(default per codec, see docs/benchmarks.md)")
     p.add_argument("--crf-half", default=None, help="CRF ladder of half-resolution (base layer) encodes")
-    p.add_argument("--pipelines", default=",".join(PIPELINES), help="comma-separated subset of " + ",".join(PIPELINES))
+    p.add_argument("--pipelines", default=",".join(n for n in PIPELINES if n != "auto"),
+                   help="comma-separated subset of " + ",".join(PIPELINES) + " (auto: probes at every point; with "
+                        "native and vsr, e.g. native,vsr,auto --reuse an earlier report)")
     p.add_argument("--frames", type=int, default=None, help="use the first N frames of each clip (default: all)")
     p.add_argument("--model", default=None,
                    help="upsampler for sr (shipped name or weights path; default: the shipped default)")
