@@ -341,12 +341,18 @@ def bicubic_downscale2(plane: torch.Tensor, out_h: int, out_w: int) -> torch.Ten
     if out_h > (h + 1) // 2 or out_w > (w + 1) // 2:
         raise ValueError(f"{out_w}x{out_h} is larger than half of a {w}x{h} plane (rounded up)")
     dev = plane.device
-    rows = (2 * torch.arange(out_h, device=dev)[:, None] - 3 + torch.arange(8, device=dev)).clamp_(0, h - 1)
-    cols = (2 * torch.arange(out_w, device=dev)[:, None] - 3 + torch.arange(8, device=dev)).clamp_(0, w - 1)
-    taps = torch.tensor(DOWN2_TAPS, dtype=torch.int32, device=dev)
-    p = plane.to(torch.int32)
-    horizontal = (p[:, :, cols] * taps).sum(-1, dtype=torch.int32)  # (N, h, out_w)
-    total = (horizontal[:, rows, :] * taps[:, None]).sum(-2, dtype=torch.int32)  # (N, out_h, out_w)
+    # edge-clamped copies, then eight strided multiply-adds per pass (integer, so the order of the
+    # additions cannot change the sum; partial sums stay below 304 * 304 * code < 2**31)
+    cols = torch.arange(-3, max(w, 2 * out_w + 4), device=dev).clamp_(0, w - 1)
+    p = plane.to(torch.int32).index_select(2, cols)
+    horizontal = torch.zeros((n, h, out_w), dtype=torch.int32, device=dev)
+    for j, tap in enumerate(DOWN2_TAPS):
+        horizontal.add_(p[:, :, j:j + 2 * out_w:2], alpha=tap)
+    rows = torch.arange(-3, max(h, 2 * out_h + 4), device=dev).clamp_(0, h - 1)
+    q = horizontal.index_select(1, rows)
+    total = torch.zeros((n, out_h, out_w), dtype=torch.int32, device=dev)
+    for i, tap in enumerate(DOWN2_TAPS):
+        total.add_(q[:, i:i + 2 * out_h:2], alpha=tap)
     return _true_div(total.to(torch.float32), 65536.0)
 
 

@@ -89,3 +89,25 @@ def test_options_are_validated():
 def test_cuda_without_gpu_is_an_error(engine):
     with pytest.raises(ValueError, match="no CUDA GPU"):
         Upscaler(engine.net, device="cuda")
+
+
+@pytest.mark.parametrize("bits,h,w", [(8, 37, 50), (10, 21, 17)])
+def test_a_downsampler_with_a_zero_tail_is_skipped_exactly(bits, h, w):
+    """A downsampler whose last layer is all zeros adds nothing: the engine skips packing and the
+    network, and the planes are those of the full path."""
+    import kernels
+    from vsr_plugin.engine import Downscaler
+    from vsr_plugin.models import Downsampler, DownsamplerConfig
+
+    net = Downsampler(DownsamplerConfig(channels=8, blocks=1))  # the tail starts at zero
+    engine = Downscaler(net, device="cpu", dtype="fp32")
+    assert engine.zero_residual
+    planes = _planes_from_image(h, w, bits)
+    packed = kernels.pack(*planes, bits=bits, block=4, dtype=torch.float32)
+    with torch.inference_mode():
+        full = kernels.unpack_downscale(net(packed), *planes, bits=bits)
+    for a, b in zip(engine.downscale_planes(*planes, bits=bits), full):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        net.tail.bias[0] = 0.01
+    assert not Downscaler(net, device="cpu", dtype="fp32").zero_residual
