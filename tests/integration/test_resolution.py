@@ -144,3 +144,21 @@ def test_probe_rate_is_close_to_the_whole_clip_rate(tmp_path):
     encode_y4m(tmp_path / "in.y4m", tmp_path / "out.mkv", EncodeOptions(crf=28, preset="medium"), clip.colorimetry)
     whole = stream_bits(tmp_path / "out.mkv").kbps(clip.seconds)
     assert math.isclose(dec.target_kbps, whole, rel_tol=0.25), (dec.target_kbps, whole)
+
+
+def test_read_segments_picks_the_planned_frames(tmp_path):
+    from vsr_plugin.measure.video import read_clip, read_segments
+
+    src = textured_clip(tmp_path / "in.mkv", frames=20)
+    whole = read_clip(src).frames
+    seen = []
+
+    def plan(total, fps):
+        seen.append((total, fps))
+        return [(3, 4), (10, 2)]
+
+    clip, segments, total = read_segments(src, plan)
+    assert seen == [(20, 25.0)] and segments == [(3, 4), (10, 2)] and total == 20
+    assert [f.y.tobytes() for f in clip.frames] == [f.y.tobytes() for f in whole[3:7] + whole[10:12]]
+    clip, _, total = read_segments(src, lambda n, fps: [(0, n)], max_frames=6)
+    assert total == 6 and len(clip.frames) == 6

@@ -90,16 +90,26 @@ def read_segments(path: str | Path, plan: Callable[[int, float], list[tuple[int,
     if not total:
         total = sum(1 for _ in _frames(path, max_frames))
     segments = plan(total, float(rate))
-    wanted = {i for start, n in segments for i in range(start, start + n)}
-    frames = [f for i, f in enumerate(_frames(path, max_frames)) if i in wanted]
-    if len(frames) < len(wanted):  # the estimate was high: plan again on the real count
+    frames = _pick(path, max_frames, segments)
+    if len(frames) < sum(n for _, n in segments):  # the estimate was high: plan again on the real count
         total = sum(1 for _ in _frames(path, max_frames))
         segments = plan(total, float(rate))
-        wanted = {i for start, n in segments for i in range(start, start + n)}
-        frames = [f for i, f in enumerate(_frames(path, max_frames)) if i in wanted]
+        frames = _pick(path, max_frames, segments)
     if not frames:
         raise MediaError(f"no decodable video frames in {path}")
     return Clip(str(path), frames, Fraction(rate).limit_denominator(1001 * 1000)), segments, total
+
+
+def _pick(path: str | Path, max_frames: int | None, segments: list[tuple[int, int]]) -> list[Frame]:
+    """The frames of the segments, decoding no further than the last one."""
+    wanted = {i for start, n in segments for i in range(start, start + n)}
+    frames = []
+    for i, f in enumerate(_frames(path, max_frames)):
+        if i in wanted:
+            frames.append(f)
+            if len(frames) == len(wanted):
+                break
+    return frames
 
 
 def _frames(path: str | Path, max_frames: int | None) -> Iterator[Frame]:
