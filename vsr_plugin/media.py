@@ -701,13 +701,13 @@ class _Output:
 
     def close(self) -> None:
         try:
-            for packet in self.stream.encode(None):
-                self.container.mux(packet)
-            rate_pass = getattr(self, "_rate_pass", None)
-            if rate_pass is not None and rate_pass.number == 1 and self.options.codec == "libsvtav1":
-                Path(rate_pass.stats).write_text(self.stream.codec_context.stats_out or "")
+            self._flush()
         finally:
             self.container.close()
+
+    def _flush(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
 
     def abort(self) -> None:
         try:
@@ -824,6 +824,11 @@ class VideoOutput(_Output):
                 self.container.set_chapters(chapters)
             self._copy_attachments(source, suffix)
         self.frames_written = 0
+
+    def _flush(self) -> None:
+        super()._flush()
+        if self._rate_pass is not None and self._rate_pass.number == 1 and self.options.codec == "libsvtav1":
+            Path(self._rate_pass.stats).write_text(self.stream.codec_context.stats_out or "")
 
     def write(self, frame: Frame, pts: int) -> None:
         vf = video_frame(convert_bits(frame, self.bits))
