@@ -1,5 +1,6 @@
-"""Whole clips in memory for the benchmarks: reading any input, writing exact y4m, encoding and
-decoding one base-layer stream, and counting its bits.
+"""Clips in memory for the measurements (the benchmarks, ``--report`` and the probes of
+``--resolution auto``): reading any input whole or in sampled segments, writing exact y4m, encoding
+and decoding one base-layer stream, and counting its bits.
 
 Reading, y4m writing and decoding go through the project's in-process PyAV layer
 (:mod:`vsr_plugin.media`); rate-distortion encodes run the bundled ffmpeg (:func:`encode_y4m`).
