@@ -7,6 +7,7 @@ frames spatially with an overlap wide enough that tiled and untiled outputs agre
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -236,10 +237,11 @@ class Downscaler(_Engine):
     network = Downsampler
     load = staticmethod(load_downsampler)
 
-    @property
+    @functools.cached_property
     def zero_residual(self) -> bool:
         """Whether the network's output is zero for every input (its last layer is all zeros, as in
-        the shipped pairs whose downsampler is the bicubic reduction): then the network is skipped."""
+        the shipped pairs whose downsampler is the bicubic reduction): then the network is skipped.
+        Read once: the engine's copy of the weights does not change."""
         tail = self.net.tail
         return not (tail.weight.any() or (tail.bias is not None and tail.bias.any()))
 

@@ -208,7 +208,7 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
     if len(h) == 2 and h[0].crf != h[1].crf:
         half_q, half_crf = _interpolate(h[0], h[1], target), _crf_for_rate(h[0], _crf_per_halving(*h), target)
     else:  # one probe near the target (or one that decides alone): moved along the full side's slopes
-        half_q = h[0].quality + (_interpolate(a, b, target) - _interpolate(a, b, h[0].kbps))
+        half_q = h[0].quality + (full_q - _interpolate(a, b, h[0].kbps))
         half_crf = _crf_for_rate(h[0], per_halving, target)
     return Decision(choice="half" if half_q > full_q else "full", metric=opts.metric, target_kbps=target,
                     full=(a, b), half=tuple(h), full_quality=full_q, half_quality=half_q,

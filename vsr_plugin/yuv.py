@@ -169,6 +169,8 @@ class Frame:
         """Extend to ``height x width`` by replicating the last row and column (chroma to match)."""
         if height < self.height or width < self.width:
             raise ValueError(f"cannot pad {self.width}x{self.height} to a smaller {width}x{height}")
+        if (height, width) == (self.height, self.width):
+            return self  # frames are immutable: nothing to copy
         ch, cw = chroma_shape(height, width)
 
         def pad(p: np.ndarray, h: int, w: int) -> np.ndarray:

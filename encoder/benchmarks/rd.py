@@ -483,8 +483,9 @@ def run_rd(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("rd", help="video rate–distortion: CRF ladders, BD-rate and VMAF against native and bicubic",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Rate–distortion curves of native, bicubic, lanczos, sr and vsr pipelines over "
-                                   "CRF ladders, with PSNR-Y, SSIM-Y, PSNR-YUV, VMAF, BD-rate and crossovers.")
+                       description="Rate–distortion curves of native, bicubic, lanczos, sr and vsr pipelines (and "
+                                   "auto, on request) over CRF ladders, with PSNR-Y, SSIM-Y, PSNR-YUV, VMAF, "
+                                   "BD-rate and crossovers.")
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video files (y4m, mp4, mkv, ...)")
     p.add_argument("--codec", default="libx264", choices=list(RD_CODECS))
     p.add_argument("--preset", default=None, help="encoder preset (default: x264/x265 medium, SVT-AV1 8)")
