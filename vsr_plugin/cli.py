@@ -32,6 +32,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino", "auto"], default="torch",
                    help="where the network runs: torch, ONNX Runtime or OpenVINO (CPU; extras 'onnx', 'openvino'), "
                         "or auto: the fastest installed one, measured on the first frame")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the network and for the encoder, each (default: the libraries' own "
+                        "choice, all cores; lower it to run several jobs side by side)")
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
@@ -114,6 +117,18 @@ def parse_bitrate(text: str | None) -> int | None:
     return int(value)
 
 
+def _apply_threads(args: argparse.Namespace) -> None:
+    """``--threads N``: the network's torch threads (ONNX Runtime and OpenVINO take torch's count);
+    the encoder gets the same cap through :class:`~vsr_plugin.media.EncodeOptions`."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
 def _engine(args: argparse.Namespace, model=None):
     from .engine import Upscaler
 
@@ -146,6 +161,7 @@ def _warn_truncated(result) -> None:
 
 def run_transcode(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    _apply_threads(args)
     from .baselayer import SUFFIX as BASE_SUFFIX
     from .media import EncodeOptions, check_input
     from .transcode import read_base_layer_tags
@@ -169,7 +185,7 @@ def run_transcode(argv: list[str]) -> int:
         print(f"note: restoring the odd size {tags.width}x{tags.height} with libsvtav1 (H.264 cannot store it)",
               file=sys.stderr)
     encode = EncodeOptions(codec=codec, crf=args.crf, preset=args.preset, bitrate=parse_bitrate(args.bitrate),
-                           pix_fmt=args.pix_fmt)
+                           pix_fmt=args.pix_fmt, threads=args.threads)
     if args.upscale:
         return _upscale(args, encode)
     if tags is not None:
@@ -289,6 +305,7 @@ def _restore(args: argparse.Namespace, encode) -> int:
 
 def run_pipe(argv: list[str]) -> int:
     args = build_pipe_parser().parse_args(argv)
+    _apply_threads(args)
     from .transcode import upscale_pipe
 
     from .transcode import downscale_pipe

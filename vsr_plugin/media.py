@@ -616,7 +616,9 @@ class EncodeOptions:
 
     ``crf`` and ``bitrate`` (bits/s) are alternatives; with neither, the codec's default CRF
     (x264 18, x265 20, SVT-AV1 30) is used; ``ffv1`` is lossless and takes neither. ``pix_fmt``
-    None keeps the input's bit depth.
+    None keeps the input's bit depth. ``threads`` caps the encoder's worker threads (x264
+    ``threads``, x265 ``pools``, otherwise libavcodec's ``threads``); None leaves the codec's own
+    choice.
     """
 
     codec: str = "libx264"
@@ -625,8 +627,11 @@ class EncodeOptions:
     bitrate: int | None = None
     pix_fmt: str | None = None
     rate_pass: RatePass | None = None  # one pass of a two-pass encode at ``bitrate`` (see transcode.py)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         if self.pix_fmt is not None and self.pix_fmt not in PIX_FMTS:
@@ -654,13 +659,17 @@ class EncodeOptions:
     def codec_options(self, hdr: HdrMetadata | None = None) -> dict[str, str]:
         """The encoder's options; ``hdr``: HDR10 metadata to write into the bitstream."""
         opts: dict[str, str] = {}
+        if self.threads is not None and self.codec != "libx265":
+            opts["threads"] = str(self.threads)
         if self.codec == "ffv1":
-            return {"level": "3", "slicecrc": "1"}
+            return {**opts, "level": "3", "slicecrc": "1"}
         if self.preset:
             opts["preset"] = self.preset
         if self.bitrate is None:
             opts["crf"] = f"{self.crf if self.crf is not None else DEFAULT_CRF[self.codec]:g}"
         params = {"log-level": "error"} if self.codec == "libx265" else {}
+        if self.threads is not None and self.codec == "libx265":  # x265 sizes its pool from its own parameter
+            params["pools"] = str(self.threads)
         if self.rate_pass is not None:
             if self.codec == "libx264":
                 opts["stats"] = str(self.rate_pass.stats)

@@ -67,31 +67,39 @@ def _import_openvino():
     return openvino
 
 
-def onnx_bytes(net: torch.nn.Module, *, fp16: bool = False) -> bytes:
-    """The ONNX graph of ``net`` (float32, or float16 weights and tensors) with dynamic N, h, w."""
-    net = copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
-                                       memory_format=torch.contiguous_format)  # the caller's stays as it was
-    example = torch.zeros(1, net.body[0].in_channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
+def trace_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, input_names: list[str],
+               output_names: list[str], dynamic: dict[str, dict[int, str]]) -> bytes:
+    """``module`` traced on ``inputs`` into an ONNX graph (opset :data:`OPSET`) with the named axes dynamic."""
     buffer = io.BytesIO()
-    dynamic = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(net, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=["packed"],
-                          output_names=["residual"], dynamic_axes={"packed": dynamic, "residual": dynamic})
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        torch.onnx.export(module, inputs, buffer, dynamo=False, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic)
     return buffer.getvalue()
 
 
-def save_onnx(net: torch.nn.Module, path: str | Path, *, metadata: dict[str, str], fp16: bool = False) -> Path:
-    """Write ``net`` as an ONNX file (atomically) whose metadata_props carry ``metadata``
-    (model name, content hash, scale, layout, ...)."""
+def onnx_bytes(net: torch.nn.Module, *, fp16: bool = False) -> bytes:
+    """The ONNX graph of ``net`` on the packed layout (float32, or float16 weights and tensors) with
+    dynamic N, h, w."""
+    net = copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
+                                       memory_format=torch.contiguous_format)  # the caller's stays as it was
+    example = torch.zeros(1, net.body[0].in_channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    return trace_onnx(net, (example,), input_names=["packed"], output_names=["residual"],
+                      dynamic={"packed": dynamic, "residual": dynamic})
+
+
+def save_onnx(graph: bytes, path: str | Path, *, metadata: dict[str, str], doc: str) -> Path:
+    """Write an ONNX graph (atomically) whose metadata_props carry ``metadata`` (model name,
+    content hash, scale, layout, ...) and whose doc string is ``doc``."""
     import onnx
 
     from .atomic import write_bytes_atomic
 
-    model = onnx.load_from_string(onnx_bytes(net, fp16=fp16))
+    model = onnx.load_from_string(graph)
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=str(value))
-    model.doc_string = "vsr network on the packed YUV 4:2:0 layout; see vsr_plugin/runtimes.py"
+    model.doc_string = doc
     path = Path(path)
     write_bytes_atomic(path, model.SerializeToString())
     return path

@@ -23,6 +23,7 @@ and the report says so.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -136,6 +137,13 @@ def cpu_peak_mb(model_path: str, width: int, height: int, dtype: str, batch: int
 
 
 # --- inputs ----------------------------------------------------------------------------------------
+
+def _thread_list(text: str) -> list[int]:
+    caps = [int(t) for t in text.split(",") if t.strip()]
+    if any(n < 1 for n in caps):
+        raise ValueError(f"--e2e-threads takes thread counts >= 1, got {text!r}")
+    return caps
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -309,8 +317,10 @@ def time_ffmpeg_scale(y4m: Path, width: int, height: int, count: int, flags: str
 # --- section 3: transcode ---------------------------------------------------------------------------
 
 def transcode_section(model: Model, clip: Path, device: str, dtype: str | None, batch: int, encode_opts: EncodeOptions,
-                      tmp: Path, *, repeat: int, vspipe: bool) -> dict:
-    """End to end and each stage alone, each the best (shortest) of ``repeat`` runs."""
+                      tmp: Path, *, repeat: int, vspipe: bool, threads: Sequence[int] = ()) -> dict:
+    """End to end and each stage alone, each the best (shortest) of ``repeat`` runs; ``threads``:
+    more end-to-end runs with the network and the encoder each capped at that many threads (what
+    ``vsr-transcode --threads N`` does)."""
     from vsr_plugin.media import VideoOutput, stream_info
     from vsr_plugin.transcode import upscale_file
 
@@ -358,6 +368,23 @@ def transcode_section(model: Model, clip: Path, device: str, dtype: str | None, 
     out["stages_fps"] = stages
     out["slowest_stage"] = slowest
     out["end_to_end_vs_slowest"] = res.fps / stages[slowest]
+    if torch.device(device).type == "cpu":
+        # every stage alone used all the cores; run side by side they share them, so the best the
+        # pipeline can do is the cores' time spent on one frame by all stages together
+        bound = 1 / sum(1 / v for v in stages.values())
+        out["shared_cores_bound_fps"] = bound
+        out["end_to_end_vs_bound"] = res.fps / bound
+    out["capped"] = []
+    for cap in threads:
+        before = torch.get_num_threads()
+        torch.set_num_threads(cap)
+        try:
+            _, capped = best(lambda: upscale_file(clip, tmp / "e2e.mkv", engine,
+                                                  dataclasses.replace(encode_opts, threads=cap), overwrite=True,
+                                                  show_progress=False))
+        finally:
+            torch.set_num_threads(before)
+        out["capped"].append({"threads": cap, "fps": capped.fps, "wall_s": capped.stats.wall_s})
     out["input"] = {"path": str(clip), "width": res.in_size[0], "height": res.in_size[1], "frames": n}
     if vspipe:
         out["vspipe"] = time_vspipe(model, clip, device, dtype, n, tmp)
@@ -409,6 +436,7 @@ def run_speed(args: argparse.Namespace) -> int:
     sizes = [_size(s) for s in _list(args.sizes)]
     if not sizes:
         raise ValueError("--sizes is empty")
+    e2e_threads = _thread_list(args.e2e_threads)
     devices = [resolve_device(d) for d in (_list(args.devices) if args.devices else
                                             ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))]
     dtypes_arg = _list(args.dtypes) if args.dtypes else None
@@ -499,6 +527,7 @@ def run_speed(args: argparse.Namespace) -> int:
             for dev in devices:
                 say(f"transcode {e2e_model.label} on {dev}")
                 data["transcode"].append(transcode_section(e2e_model, clip, str(dev), None, args.e2e_batch, opts, tmp,
+                                                           threads=e2e_threads,
                                                            repeat=args.e2e_repeat, vspipe=args.vspipe))
     ratios(data)
     data["machine"]["load_average_before"] = load_before  # 1-minute load before this run started
@@ -585,9 +614,16 @@ def markdown(data: dict) -> str:
                          f"whole process incl. start-up: {vp['fps_wall']:.2f} fps ({vp['wall_s']:.1f} s)"])
         elif vp:
             rows.append(["VapourSynth: vspipe", "-", vp["skipped"]])
+        for c in t.get("capped", []):
+            rows.append([f"end to end, --threads {c['threads']} (network and encoder each)", f"{c['fps']:.2f}",
+                         f"wall {c['wall_s']:.1f} s"])
         lines.append(markdown_table(["path", "fps", "note"], rows))
         lines.append(f"End to end runs at {100 * t['end_to_end_vs_slowest']:.0f}% of the slowest single stage "
                      f"({t['slowest_stage']}).")
+        if "shared_cores_bound_fps" in t:
+            lines.append(f"Each stage alone had every core; side by side they share them, so the pipeline's "
+                         f"ceiling is 1 / (sum of 1/fps of the stages) = {t['shared_cores_bound_fps']:.2f} fps: "
+                         f"end to end reaches {100 * t['end_to_end_vs_bound']:.0f}% of it.")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -619,6 +655,8 @@ def add_parser(sub) -> None:
     p.add_argument("--e2e-codec", default="libx264", choices=["libx264", "libx265", "libsvtav1"])
     p.add_argument("--e2e-crf", type=float, default=None, help="default: the codec's vsr-transcode default")
     p.add_argument("--e2e-preset", default=None, help="default: the encoder's own default")
+    p.add_argument("--e2e-threads", default="", help="comma-separated thread caps: one more end-to-end run per cap, "
+                                                     "network and encoder each capped (vsr-transcode --threads)")
     p.add_argument("--vspipe", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the VapourSynth path through a vspipe process")
     p.add_argument("--out", default="docs/results")

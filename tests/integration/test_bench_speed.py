@@ -11,8 +11,12 @@ def test_minimal_speed_run_writes_json_and_markdown(tiny_model, tmp_path, capsys
     out = tmp_path / "out"
     argv = ["speed", "--models", tiny_model, "--sizes", "32x24", "--devices", "cpu", "--dtypes", "fp32",
             "--batches", "1", "--repeat", "1", "--warmup", "0", "--frames", "2", "--e2e-model", tiny_model,
-            "--e2e-size", "32x24", "--e2e-frames", "3", "--e2e-repeat", "1", "--out", str(out), "--name", "s", "--quiet"]
+            "--e2e-size", "32x24", "--e2e-frames", "3", "--e2e-repeat", "1", "--e2e-threads", "1", "--out", str(out),
+            "--name", "s", "--quiet"]
+    import torch
+    row_threads = torch.get_num_threads()
     assert main(argv) == 0
+    assert torch.get_num_threads() == row_threads  # the --e2e-threads cap was undone
     data = json.loads((out / "s.json").read_text())
     # one row per installed runtime that runs fp32 on the CPU, torch first
     from vsr_plugin.runtimes import installed
@@ -34,10 +38,15 @@ def test_minimal_speed_run_writes_json_and_markdown(tiny_model, tmp_path, capsys
     assert t["input"]["frames"] == 3 and t["end_to_end"]["frames"] == 3
     assert set(t["stages_fps"]) == {"decode", "network", "encode"} and t["slowest_stage"] in t["stages_fps"]
     assert t["end_to_end_vs_slowest"] == pytest.approx(t["end_to_end"]["fps"] / t["stages_fps"][t["slowest_stage"]])
+    stages = t["stages_fps"].values()
+    assert t["shared_cores_bound_fps"] == pytest.approx(1 / sum(1 / v for v in stages))  # CPU: stages share cores
+    assert t["end_to_end_vs_bound"] == pytest.approx(t["end_to_end"]["fps"] / t["shared_cores_bound_fps"])
+    (capped,) = t["capped"]
+    assert capped["threads"] == 1 and capped["fps"] > 0
     assert t["vspipe"]["frames"] == 3 and t["vspipe"]["fps"] > 0  # a real vspipe process ran the .vpy
     md = (out / "s.md").read_text()
     assert "## Network" in md and "## Conventional scalers" in md and "vspipe -c y4m" in md
-    assert "of the slowest single stage" in md
+    assert "of the slowest single stage" in md and "--threads 1 (network and encoder each)" in md
     assert capsys.readouterr().err == ""  # --quiet
 
 
@@ -61,6 +70,7 @@ def test_untrained_presets_are_labelled(tmp_path):
     (["--models", "nope"], "no model 'nope'"),
     (["--devices", "tpu"], "unknown device 'tpu'"),
     (["--e2e-clip", "missing.mkv"], "no such clip: missing.mkv"),
+    (["--e2e-threads", "0"], "--e2e-threads takes thread counts >= 1"),
 ])
 def test_speed_user_errors_are_one_line(tmp_path, capsys, argv, message):
     assert main(["speed", *argv, "--out", str(tmp_path / "o")]) == 2

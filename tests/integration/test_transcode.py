@@ -489,3 +489,23 @@ def test_a_damaged_base_layer_restores_the_rest(tmp_path, tiny_pair, capsys):
     err = capsys.readouterr().err
     assert "damaged video packet(s) skipped" in err and f"output holds {frames} frames" in err
     _no_leftovers(tmp_path, {"in.mp4", "in.vsr.mkv", "restored.mkv"})
+
+
+def test_threads_caps_the_network_and_the_encoder(tmp_path, tiny_model):
+    """--threads N reaches x264 (its settings string in the stream says so) and torch (the engine
+    runs in the same process: its thread count is printed by a child that imports the CLI)."""
+    src = make_clip(tmp_path / "in.mp4", size=(320, 180), frames=4)
+    for n in (1, 2):
+        out = tmp_path / f"t{n}.mkv"
+        done = subprocess.run(CLI + ["--upscale", str(src), "--model", tiny_model, "--threads", str(n), "-o", str(out),
+                                     "-q"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert f" threads={n} ".encode() in out.read_bytes()  # x264's SEI: "... threads=N lookahead_threads=..."
+    probe = subprocess.run([sys.executable, "-c", "import torch, sys; from vsr_plugin.cli import _apply_threads, "
+                            "build_parser; _apply_threads(build_parser().parse_args(['x', '--threads', '1'])); "
+                            "print(torch.get_num_threads())"], capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "1"
+    bad = subprocess.run(CLI + ["--upscale", str(src), "--threads", "0", "-o", str(tmp_path / "bad.mkv")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["vsr-transcode: error: --threads must be >= 1, got 0"]
+    assert not (tmp_path / "bad.mkv").exists()

@@ -139,3 +139,46 @@ def test_openvino_runs_without_its_telemetry():
     from tests.conftest import REPO
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def _run_planes_graph(path, runtime, planes):
+    feeds = [p.numpy() for p in planes]
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [torch.from_numpy(a) for a in session.run(None, dict(zip("yuv", feeds)))]
+    compiled = runtimes._import_openvino().Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled.create_infer_request().infer(feeds)
+    return [torch.from_numpy(result[out].copy()) for out in compiled.outputs]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("bits", [8, 10])
+def test_planes_graph_equals_the_engine_at_any_size(runtime, bits, tmp_path):
+    path = tmp_path / "planes.onnx"
+    assert export_main(["onnx", "default", "--planes", str(bits), "-o", str(path)]) == 0
+    meta = runtimes.read_metadata(path)
+    assert meta["vsr.bits"] == str(bits) and meta["vsr.layout"].startswith("planes:")
+    assert meta["vsr.sha256"] == read_info(sidecar_paths(resolve_weights("default"))[1]).sha256
+    engine = Upscaler("default", device="cpu", dtype="fp32")
+    for shape in ((2, 37, 23), (1, 9, 64), (1, 40, 30)):  # odd and even sizes through one file
+        planes = random_planes(*shape, bits)
+        planes = [p.to(torch.uint8 if bits == 8 else torch.uint16) for p in planes]
+        want = engine.upscale_planes(*planes, bits=bits)
+        got = _run_planes_graph(path, runtime, planes)
+        assert [tuple(p.shape) for p in got] == [tuple(p.shape) for p in want]
+        assert all(g.dtype == w.dtype for g, w in zip(got, want))  # uint8 / uint16 codes out
+        assert _max_code_difference(got, want) <= 1
+
+
+def test_planes_graph_fp16_and_its_limits(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "planes16.onnx"
+    assert export_main(["onnx", "fast", "--planes", "8", "--fp16", "-o", str(path)]) == 0
+    planes = random_planes(1, 21, 34, 8)
+    want = Upscaler("fast", device="cpu", dtype="fp32").upscale_planes(*planes, bits=8)
+    assert _max_code_difference(_run_planes_graph(path, "onnxruntime", planes), want) <= 1
+    assert export_main(["onnx", "x2-codec-default-down", "--planes", "8", "-o", str(tmp_path / "d.onnx")]) == 2
+    assert export_main(["onnx", "default", "--planes", "9", "-o", str(tmp_path / "n.onnx")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["planes16.onnx"]
