@@ -1,4 +1,5 @@
-"""``vsr-train``: train the upsampler alone (``--mode sr``) or the down/upsampler pair (``--mode joint``).
+"""``vsr-train``: train the upsampler alone (``--mode sr``), fine-tune it against discriminators
+(``--mode gan``, :mod:`encoder.training.gan`) or train the down/upsampler pair (``--mode joint``).
 
 One script for one GPU, the CPU, or many processes under ``torchrun`` (DDP; gloo on CPU, nccl
 on CUDA). Everything is configured by :class:`TrainConfig`: CLI flags mirror its fields, and
@@ -45,9 +46,10 @@ from vsr_plugin.models import DOWN_PRESETS, PRESETS
 
 from .codec_data import DegradeSpec, codec_pairs
 from .data import BatchPrefetcher, CropSampler, list_images, load_pairs, split_validation
+from .gan import GANTask, check_gan_weights
 from .tasks import JointTask, SRTask
 
-MODES = ("sr", "joint")
+MODES = ("sr", "gan", "joint")
 DEGRADATIONS = ("bicubic", "x264", "x265", "x264+x265")
 AMP = ("auto", "none", "bf16", "fp16")
 
@@ -56,7 +58,8 @@ AMP = ("auto", "none", "bf16", "fp16")
 class TrainConfig:
     """Training run configuration (every field is also a ``--flag``)."""
 
-    mode: str = "sr"                 # sr: upsampler alone on bicubic-degraded images; joint: down + up
+    mode: str = "sr"                 # sr: upsampler alone on bicubic-degraded images; gan: sr fine-tuned against
+                                     # discriminators (needs --init); joint: down + up
     model: str = "default"           # upsampler architecture preset: fast | default
     scale: int = 2
     attention: bool = False          # add the pooled self-attention block to the preset
@@ -110,6 +113,13 @@ class TrainConfig:
                                      # proxy bits over the bicubic base's, above --rate-target; 0 off
     rate_target: float = 1.0         # joint: the share of the bicubic base layer's bits the learned one may use
     rate_step: float = 12.0          # joint: the rate proxy's quantiser step, in 8-bit code values
+    gan_weight: float = 5e-3         # gan: weight of the adversarial term (L1 has weight 1)
+    fm_weight: float = 1.0           # gan: weight of discriminator feature matching (the perceptual term)
+    gan_loss: str = "hinge"          # gan: hinge | relativistic (average, as ESRGAN)
+    gan_scales: int = 3              # gan: discriminators, on the output and its 2x, 4x, ... reductions
+    gan_channels: int = 32           # gan: discriminator width
+    gan_attention_pool: int = 0      # gan: pooled self-attention in each discriminator with this pool; 0 none
+    gan_lr_scale: float = 1.0        # gan: the discriminators' learning rate relative to --lr
     samples: int = 3                 # validation images written to TensorBoard per epoch
     threads: int = 0                 # torch CPU threads per process; 0 leaves torch's default
     channels_last: bool = True       # NHWC activations and weights (faster convolutions on CPU and GPU)
@@ -141,13 +151,23 @@ class TrainConfig:
         if self.train_crf_range and self.degradation == "bicubic":
             raise ValueError("--train-crf selects coded training pairs; it needs --degradation x264, x265 or x264+x265")
         self.proxy_quality_range
-        if self.reparam and self.mode != "sr":
+        if self.reparam and self.mode != "sr":  # (gan: the generator stays the plain shipped stack)
             raise ValueError("--reparam applies to sr mode")
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")
+        if self.mode == "gan":
+            check_gan_weights(self.gan_weight, self.fm_weight, self.gan_loss, self.gan_scales, self.gan_channels,
+                              self.gan_attention_pool)
+            if self.gan_lr_scale <= 0:
+                raise ValueError(f"gan_lr_scale must be positive, got {self.gan_lr_scale}")
+            if not self.init or self.init == "random":
+                raise ValueError("--mode gan fine-tunes an L1-trained upsampler: give it with --init "
+                                 "(a shipped name or weights path)")
+            if self.amp == "fp16":
+                raise ValueError("--mode gan trains in bf16 or fp32: adversarial losses overflow fp16")
         if self.degradation != "bicubic":
-            if self.mode != "sr":
-                raise ValueError("--degradation applies to sr mode; joint training has its own codec proxy")
+            if self.mode == "joint":
+                raise ValueError("--degradation applies to sr and gan modes; joint training has its own codec proxy")
             if self.degrade_specs()[0].size < self.crop:
                 raise ValueError(f"degrade_window {self.degrade_window} is smaller than the crop {self.crop}")
         if self.mode == "joint" and self.down_model not in DOWN_PRESETS:
@@ -345,7 +365,7 @@ def resolve_amp(amp: str, device: torch.device, mode: str = "sr") -> str:
         return amp
     if device.type == "cuda":
         return "bf16"
-    return "bf16" if device.type == "cpu" and mode == "sr" and has_native_bf16() else "none"
+    return "bf16" if device.type == "cpu" and mode in ("sr", "gan") and has_native_bf16() else "none"
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -366,8 +386,14 @@ def _planes_to(planes: tuple[torch.Tensor, ...], device: torch.device) -> tuple[
 # --- resumable state --------------------------------------------------------------------------
 
 def save_state(out: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module | None,
-               opt: torch.optim.Optimizer, gen: torch.Generator, extra: dict) -> None:
+               opt: torch.optim.Optimizer, gen: torch.Generator, task, extra: dict) -> None:
+    """Everything ``--resume`` needs; a task with more to keep (gan: the discriminators and their
+    optimizer) adds it through ``state_tensors``."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if hasattr(task, "state_tensors"):
+        more, more_meta = task.state_tensors()
+        tensors.update(more)
+        extra = {**extra, **more_meta}
     if ema is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     opt_state = opt.state_dict()
@@ -383,9 +409,11 @@ def save_state(out: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module 
 
 
 def load_state(out: Path, net: torch.nn.Module, ema: torch.nn.Module | None, opt: torch.optim.Optimizer,
-               gen: torch.Generator) -> dict:
+               gen: torch.Generator, task=None) -> dict:
     tensors = load_file(str(out / "state.safetensors"))
     meta = json.loads((out / "state.json").read_text())
+    if hasattr(task, "load_state_tensors"):
+        task.load_state_tensors(tensors, meta)
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -452,7 +480,10 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # the task's draws (joint: codec proxy)
     sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop)
     autocast, amp = _autocast(cfg, ctx.device)
-    task = SRTask(cfg, ctx.device) if cfg.mode == "sr" else JointTask(cfg, ctx.device, gen, autocast)
+    if cfg.mode == "joint":
+        task = JointTask(cfg, ctx.device, gen, autocast)
+    else:
+        task = GANTask(cfg, ctx.device) if cfg.mode == "gan" else SRTask(cfg, ctx.device)
     net = task.model
     ema = copy.deepcopy(net).eval() if cfg.ema > 0 else None
     groups: dict[tuple[float, float], list] = {}  # (lr scale, weight decay) -> parameters
@@ -464,12 +495,14 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
 
     step, best, stale, history, elapsed = 0, -math.inf, 0, [], 0.0
     if cfg.resume and (out / "state.json").is_file():
-        meta = load_state(out, net, ema, opt, gen)
+        meta = load_state(out, net, ema, opt, gen, task)
         step, best, stale, history = meta["step"], meta["best_psnr"], meta["stale_epochs"], meta["history"]
         elapsed = meta["elapsed_s"]
         _log(ctx, f"resumed from {out / 'state.json'} at step {step}")
 
     model = DistributedDataParallel(net) if ctx.active else net
+    if ctx.active and isinstance(task, GANTask):
+        task.distribute()
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=(amp == "fp16"))
     writer = None
     if ctx.main:
@@ -491,15 +524,17 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
             opt.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for micro in range(cfg.accum):
-                lr_planes, hr_planes = batches.next()
-                lr_planes, hr_planes = _planes_to(lr_planes, ctx.device), _planes_to(hr_planes, ctx.device)
-                sync = nullcontext() if (not ctx.active or micro == cfg.accum - 1) else model.no_sync()
-                with sync:
-                    loss = task.loss(model, lr_planes, hr_planes, autocast()) / cfg.accum
-                    scaler.scale(loss).backward()
-                loss_sum += float(loss.detach())
+            micro_batches = [tuple(_planes_to(p, ctx.device) for p in batches.next()) for _ in range(cfg.accum)]
+            if isinstance(task, GANTask):  # the discriminators' step, then the generator's gradients
+                loss_sum = task.train_step(model, micro_batches, lr_at(step, cfg) * cfg.gan_lr_scale, autocast)
+            else:
+                loss_sum = 0.0
+                for micro, (lr_planes, hr_planes) in enumerate(micro_batches):
+                    sync = nullcontext() if (not ctx.active or micro == cfg.accum - 1) else model.no_sync()
+                    with sync:
+                        loss = task.loss(model, lr_planes, hr_planes, autocast()) / cfg.accum
+                        scaler.scale(loss).backward()
+                    loss_sum += float(loss.detach())
             if cfg.grad_clip > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -513,6 +548,8 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             if writer is not None and step % 50 == 0:
                 writer.add_scalar("train/loss", loss_sum, step)
                 writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
+                for name, value in getattr(task, "last_terms", {}).items():
+                    writer.add_scalar(f"train/{name}", value, step)
 
             out_of_time = cfg.max_time > 0 and _agree(time.perf_counter() - session_start >= cfg.max_time, ctx)
             if step % cfg.epoch_steps == 0 or step == end or out_of_time:
@@ -538,9 +575,9 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
                     writer.flush()
                 if ctx.main:
                     summary = _summary(cfg, step, best, history, ctx, elapsed)
-                    if improved:
+                    if improved or not getattr(task, "selects_by_psnr", True):
                         task.export(eval_net, out, summary)
-                    save_state(out, step, net, ema, opt, gen,
+                    save_state(out, step, net, ema, opt, gen, task,
                                {"best_psnr": best, "stale_epochs": stale, "history": history, "elapsed_s": elapsed,
                                 "config": dataclasses.asdict(cfg)})
                 if ctx.active:
@@ -555,6 +592,8 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
                     break
 
     digest = params_digest(eval_net)
+    if isinstance(task, GANTask):  # the discriminators must agree across ranks as well
+        digest += "/" + params_digest(task.disc_module)
     digests = [digest]
     if ctx.active:
         digests = [None] * ctx.world
@@ -574,7 +613,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
 def _summary(cfg: TrainConfig, step: int, best: float, history: list, ctx: Dist, elapsed_s: float) -> dict:
     return {
         "mode": cfg.mode,
-        "preset": cfg.model if cfg.mode == "sr" else f"{cfg.down_model} down / {cfg.model} up",
+        "preset": f"{cfg.down_model} down / {cfg.model} up" if cfg.mode == "joint" else cfg.model,
         "data": cfg.data,
         "steps": step,
         "batch": cfg.batch * cfg.accum * ctx.world,
