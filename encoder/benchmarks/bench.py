@@ -143,6 +143,11 @@ def run_sr(args: argparse.Namespace) -> int:
                     dest = Path(args.save_images) / set_name / Path(m).name
                     dest.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(frame_to_rgb(out)).save(dest / f"{path.stem}.png")
+            if args.save_images:
+                dest = Path(args.save_images) / set_name / "side_by_side"
+                dest.mkdir(parents=True, exist_ok=True)
+                shown = ["bicubic", *models, *pairs]
+                Image.fromarray(side_by_side([outputs[m] for m in shown] + [hr])).save(dest / f"{path.stem}.png")
             if not args.quiet:
                 print(f"\r{set_name}: {i + 1}/{len(files)}", end="", file=sys.stderr, flush=True)
         if not args.quiet:
@@ -201,6 +206,36 @@ def run_sr(args: argparse.Namespace) -> int:
     return 0
 
 
+CROP = 128  # HR pixels of the side-by-side crops
+
+
+def detailed_crop(y: np.ndarray, size: int = CROP) -> tuple[int, int, int]:
+    """``(top, left, edge)`` of the ``size`` window (stride size/4) with the most luma gradient energy:
+    where the methods differ most, not a flat sky."""
+    edge = min(size, *y.shape)
+    gy, gx = np.abs(np.diff(y.astype(np.float32), axis=0))[:, :-1], np.abs(np.diff(y.astype(np.float32), axis=1))[:-1]
+    energy = np.pad(gy + gx, ((0, 1), (0, 1)))
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    stride = max(1, edge // 4)
+    best, where = -1.0, (0, 0)
+    for top in range(0, y.shape[0] - edge + 1, stride):
+        for left in range(0, y.shape[1] - edge + 1, stride):
+            e = (integral[top + edge, left + edge] - integral[top, left + edge] - integral[top + edge, left]
+                 + integral[top, left])
+            if e > best:
+                best, where = e, (top, left)
+    return where[0], where[1], edge
+
+
+def side_by_side(frames: list[Frame], gap: int = 4) -> np.ndarray:
+    """The same detailed crop (chosen on the last frame, the reference) of each frame, left to right,
+    as RGB with white gaps."""
+    top, left, edge = detailed_crop(frames[-1].y)
+    crops = [frame_to_rgb(f)[top:top + edge, left:left + edge] for f in frames]
+    white = np.full((edge, gap, 3), 255, np.uint8)
+    return np.concatenate([part for c in crops for part in (c, white)][:-1], axis=1)
+
+
 def _cell(scores: dict) -> str:
     text = f"{scores['psnr_y']:.2f} / {scores['ssim_y']:.4f}"
     if "base_psnr_y" in scores:
@@ -240,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
                     help="time each model at 960x540 -> 1920x1080")
     sr.add_argument("--out", default="docs/results", help="folder for sr_x{scale}.json and .md")
-    sr.add_argument("--save-images", default="", help="also write the upscaled images (RGB PNG) here")
+    sr.add_argument("--save-images", default="",
+                    help="also write the upscaled images (RGB PNG) here, and side-by-side crops of each image "
+                         "(bicubic | each model | each pair | HR) in SET/side_by_side/")
     sr.add_argument("--quiet", action="store_true")
     sr.set_defaults(func=run_sr)
     rd.add_parser(sub)

@@ -7,7 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from encoder.benchmarks.bench import main, sr_case
+import numpy as np
+
+from encoder.benchmarks.bench import detailed_crop, main, sr_case
+from vsr_plugin.yuv import frame_to_rgb
 from tests.conftest import SHARED_DATA, smooth_rgb
 from tests.unit.test_models import randomised
 from vsr_plugin.models import PRESETS, Upsampler, UpsamplerConfig, save_upsampler, shipped_models
@@ -55,6 +58,20 @@ def test_bench_sr_writes_json_and_markdown(bench_root, tiny_pair, tmp_path, caps
     assert (out / "sr_x2.md").read_text().count("\n|") >= 6 and "[base " in table
     assert (tmp_path / "img" / "Tiny" / "bicubic" / "t1.png").is_file()
     assert Image.open(tmp_path / "img" / "Tiny" / "zero" / "t1.png").size == (76, 50)
+    # side by side: bicubic | two models | the pair | HR, each the same 50x50 crop (the image's short side)
+    panel = np.asarray(Image.open(tmp_path / "img" / "Tiny" / "side_by_side" / "t1.png"))
+    assert panel.shape == (50, 5 * 50 + 4 * 4, 3)
+    hr = frame_to_rgb(sr_case(smooth_rgb(51, 77, seed=11), 2)[1])
+    top, left, edge = detailed_crop(sr_case(smooth_rgb(51, 77, seed=11), 2)[1].y)
+    assert np.array_equal(panel[:, -50:], hr[top:top + edge, left:left + edge])  # the last panel is the reference
+    assert (panel[:, 50:54] == 255).all()  # white gaps
+
+
+def test_detailed_crop_finds_the_textured_corner():
+    y = np.full((256, 256), 128, np.uint8)
+    y[160:, 32:160] = np.random.default_rng(0).integers(0, 255, (96, 128))
+    top, left, edge = detailed_crop(y, 64)
+    assert edge == 64 and 160 <= top <= 192 and 32 <= left <= 96
 
 
 def test_pair_without_upsampler_is_a_clear_error(bench_root, tiny_model, capsys):
