@@ -461,11 +461,11 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
 
     train_files, val_files = split_validation(training_images(cfg), cfg.val_count)
+    if ctx.main:  # only once the data is there: a bad --data leaves no empty output folder behind
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.degradation == "bicubic":
         pairs = load_pairs(train_files, cfg.scale, rescales=cfg.rescale_factors, min_side=cfg.crop)
         val_pairs = load_pairs(val_files, cfg.scale)

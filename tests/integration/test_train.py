@@ -99,9 +99,10 @@ def test_config_file_and_flags(tmp_path):
 ])
 def test_bad_configuration_is_one_clear_line(argv, message, capsys, tmp_path):
     (tmp_path / "bad.json").write_text('{"nope": 1}')
-    assert main(argv) == 2
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("vsr-train: error:")
+    assert not (tmp_path / "run").exists()  # nothing written for a run that never started
 
 
 def test_unknown_config_key(tmp_path, capsys):
