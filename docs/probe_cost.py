@@ -5,8 +5,9 @@
 Runs ``vsr-transcode CLIP --crf C`` (the default ``--resolution auto``) for each clip and CRF as a
 user would, reads the probe time from its summary line and times the whole process; then the same
 encode with the side it chose forced (``--resolution half|full``, no probes), so probe share =
-probe time / auto run time, and overhead = auto run time / forced run time. Writes
-``probe_cost.json`` and ``probe_cost.md``.
+probe time / auto run time, probe / forced = probe time against the encode it decides, and
+overhead = auto run time / forced run time. Writes ``NAME.json`` and ``NAME.md`` (``--name``,
+default ``probe_cost``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> int:
     p.add_argument("clips", nargs="+")
     p.add_argument("--crf", default="24,32,40")
     p.add_argument("--out", default="docs/results")
+    p.add_argument("--name", default="probe_cost", help="report name (NAME.json, NAME.md)")
     args = p.parse_args()
     rows, data = [], []
     with tempfile.TemporaryDirectory(prefix="vsr-probe-cost-") as tmp:
@@ -65,16 +67,17 @@ def main() -> int:
                 data.append(entry)
                 rows.append([Path(clip_path).name, entry["size"], frames, f"{crf:g}", side, f"{probe_frames}",
                              encodes, f"{float(probe_s):.1f}", f"{auto_s:.1f}", f"{100 * float(probe_s) / auto_s:.0f}%",
-                             f"{forced_s:.1f}", f"{auto_s / forced_s:.2f}x"])
+                             f"{forced_s:.1f}", f"{100 * float(probe_s) / forced_s:.0f}%", f"{auto_s / forced_s:.2f}x"])
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
     md = ("# `--resolution auto`: probe cost\n\n"
-          f"`PYTHONPATH=. .venv/bin/python docs/probe_cost.py {' '.join(args.clips)} --crf {args.crf}`; "
+          f"`PYTHONPATH=. .venv/bin/python docs/probe_cost.py {' '.join(args.clips)} --crf {args.crf}"
+          f"{' --name ' + args.name if args.name != 'probe_cost' else ''}`; "
           f"machine: {machine()['cpu']}, {machine()['cpu_threads']} torch threads.\n\n"
           "auto run: `vsr-transcode CLIP --crf C` (probes + encode, whole process); forced run: the same encode "
           "with the chosen side forced (`--resolution half|full`, no probes).\n\n"
           + markdown_table(["clip", "size", "frames", "CRF", "chose", "probe frames", "probe encodes", "probe s",
-                            "auto run s", "probe share", "forced run s", "auto / forced"], rows))
-    write_report(args.out, "probe_cost", {"command": " ".join(sys.argv), "runs": data, "machine": machine()}, md)
+                            "auto run s", "probe share", "forced run s", "probe / forced", "auto / forced"], rows))
+    write_report(args.out, args.name, {"command": " ".join(sys.argv), "runs": data, "machine": machine()}, md)
     return 0
 
 

@@ -391,6 +391,36 @@ class VideoInput:
         y, u, v = planes_of(frame)
         return Frame(y=y, u=u, v=v, bits=PIX_FMTS[name], colorimetry=self.colorimetry)
 
+    def decode_range(self, first: int, count: int) -> list[Frame] | None:
+        """Frames ``first`` .. ``first + count - 1`` (numbered at the stream's average rate), reached
+        by seeking to the keyframe before ``first`` rather than decoding everything up to it (a probe in
+        the middle of a film). None where that cannot be trusted — a pipe or y4m, frames without
+        timestamps, a gap or repeat in the numbering (variable frame rate), a failed seek: the caller
+        decodes from the start instead."""
+        if self._reader is not None or not self.rate or count < 1:
+            return None
+        start = self.stream.start_time or 0
+        per_frame = 1 / (self.rate * self.time_base)  # timestamp units per frame
+        frames: list[Frame] = []
+        try:
+            self.container.seek(start + int(first * per_frame), stream=self.stream, backward=True)
+            self.stream.codec_context.flush_buffers()
+            for packet in self.container.demux(self.stream):
+                for frame in packet.decode():  # the final empty packet flushes the decoder
+                    if frame.pts is None:
+                        return None
+                    index = round(float((frame.pts - start) / per_frame))
+                    if index < first:  # from the keyframe up to the first one asked for
+                        continue
+                    if index >= first + count:
+                        return frames if len(frames) == count else None
+                    if index != first + len(frames):
+                        return None
+                    frames.append(self._to_frame(frame))
+        except av.error.FFmpegError:
+            return None
+        return frames if len(frames) == count else None
+
     def items(self) -> Iterator[TimedFrame | av.Packet]:
         """Decoded video frames and the packets of the streams to copy, in demux order.
 

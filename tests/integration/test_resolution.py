@@ -27,13 +27,14 @@ def _video_packets(path: Path) -> list[bytes]:
 def test_probe_segments_spread_over_the_clip():
     assert probe_segments(48, 24) == [(12, 24)]  # a 2 s clip: one 1 s segment in the middle
     assert probe_segments(5, 25) == [(0, 5)]  # shorter than a segment: all of it
-    long = probe_segments(24 * 600, 24)  # 10 minutes: 3% of the frames, at most 6 segments
+    long = probe_segments(24 * 600, 24)  # 10 minutes: 2% of the frames, at most 6 segments
     assert len(long) == 6 and all(n == 24 for _, n in long)
     starts = [s for s, _ in long]
     assert starts == sorted(starts) and starts[0] > 0 and starts[-1] + 24 < 24 * 600
     gaps = {b - a for a, b in zip(starts, starts[1:])}
     assert max(gaps) - min(gaps) <= 1  # evenly spread
-    assert probe_segments(24 * 60, 24) == [(348, 24), (1068, 24)]  # 1 minute: 43 frames -> 2 segments
+    assert probe_segments(24 * 60, 24) == [(708, 24)]  # 1 minute: 29 frames -> 1 segment
+    assert probe_segments(24 * 120, 24) == [(708, 24), (2148, 24)]  # 2 minutes: 58 frames -> 2 segments
 
 
 def test_probe_rate_spreads_keyframes_over_the_clip():
@@ -162,3 +163,43 @@ def test_read_segments_picks_the_planned_frames(tmp_path):
     assert [f.y.tobytes() for f in clip.frames] == [f.y.tobytes() for f in whole[3:7] + whole[10:12]]
     clip, _, total = read_segments(src, lambda n, fps: [(0, n)], max_frames=6)
     assert total == 6 and len(clip.frames) == 6
+
+
+@pytest.mark.parametrize("suffix,frames", [(".mp4", 60), (".mkv", 60), (".mkv", 57)])
+def test_probe_segments_are_reached_by_seeking_and_equal_a_decode_from_the_start(tmp_path, suffix, frames):
+    """Probes in the middle of a long file seek to the keyframe before them (x264, a keyframe every 8
+    frames, B-frames); the frames must be the ones a decode from the start gives, the last segment
+    reaching the clip's end (the decoder's delayed frames) included."""
+    import ffmpeg
+
+    from vsr_plugin.ffmpeg_tools import run
+    from vsr_plugin.measure.video import read_clip, read_segments
+    from vsr_plugin.media import VideoInput
+
+    src = tmp_path / f"gop{suffix}"
+    video = ffmpeg.input(f"testsrc2=size=96x64:rate=24", f="lavfi", t=frames / 24).video
+    run(ffmpeg.output(video, str(src), vcodec="libx264", pix_fmt="yuv420p", g=8, bf=3, crf=20, preset="fast"))
+    whole = read_clip(src).frames
+    assert len(whole) == frames
+    segments = [(5, 4), (21, 6), (frames - 7, 7)]
+    with VideoInput(src) as inp:
+        parts = [inp.decode_range(start, n) for start, n in segments]
+    assert all(p is not None for p in parts)  # seeking was trusted on this file
+    clip, _, _ = read_segments(src, lambda n, fps: segments)
+    want = [f for start, n in segments for f in whole[start:start + n]]
+    assert len(clip.frames) == len(want) and all(a.equals(b) for a, b in zip(clip.frames, want))
+
+
+def test_y4m_probes_decode_from_the_start(tmp_path):
+    from vsr_plugin.measure.video import read_clip, read_segments, write_y4m
+    from vsr_plugin.media import VideoInput
+
+    src = textured_clip(tmp_path / "in.mkv", frames=12)
+    y4m = tmp_path / "in.y4m"
+    whole = read_clip(src).frames
+    write_y4m(y4m, whole, 25)
+    with VideoInput(y4m) as inp:
+        assert inp.decode_range(4, 3) is None  # no seeking in a y4m stream: the caller decodes instead
+    clip, _, _ = read_segments(y4m, lambda n, fps: [(4, 3)])
+    assert len(clip.frames) == 3
+    assert all(pa.tobytes() == pb.tobytes() for a, b in zip(clip.frames, whole[4:7]) for pa, pb in zip(a.planes, b.planes))

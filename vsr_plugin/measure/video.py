@@ -102,7 +102,17 @@ def read_segments(path: str | Path, plan: Callable[[int, float], list[tuple[int,
 
 
 def _pick(path: str | Path, max_frames: int | None, segments: list[tuple[int, int]]) -> list[Frame]:
-    """The frames of the segments, decoding no further than the last one."""
+    """The frames of the segments: each reached by seeking where the file allows it
+    (:meth:`VideoInput.decode_range`), else by decoding from the start, no further than the last one."""
+    with VideoInput(path, max_frames=max_frames) as inp:
+        frames: list[Frame] = []
+        for start, n in segments:
+            part = inp.decode_range(start, n)
+            if part is None:
+                break
+            frames += part
+        else:
+            return frames
     wanted = {i for start, n in segments for i in range(start, start + n)}
     frames = []
     for i, f in enumerate(_frames(path, max_frames)):
