@@ -83,15 +83,22 @@ if has sr; then
     run "$BENCH" sr --data "$DATA" --pairs "$PAIRS" --out "$OUT"
 fi
 if has auto; then
-    [[ -f "$CLIPS/urban_10s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 --size 1920x1080 \
-        --frames 240 -o "$CLIPS/urban_10s_1080p.mkv"
+    for secs in 30 60; do
+        [[ -f "$CLIPS/urban_${secs}s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 \
+            --size 1920x1080 --frames $((secs * 24)) -o "$CLIPS/urban_${secs}s_1080p.mkv"
+    done
     rd "${HD[@]}" --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_1080p_libx264.json" \
         --name rd_1080p_libx264_auto
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_video_libx264.json" \
         --name rd_video_libx264_auto
-    run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "${HD[@]}" "$CLIPS/urban_10s_1080p.mkv" --out "$OUT"
+    run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_30s_1080p.mkv" "${HD[0]}" --crf 32,40 \
+        --name probe_cost_30s --out "$OUT"
+    run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_60s_1080p.mkv" "$CLIPS/urban_30s_1080p.mkv" \
+        --crf 32 --name probe_cost_long --out "$OUT"
 fi
 if has speed; then
     run "$BENCH" speed --out "$OUT"
     run "$BENCH" speed --out "$OUT" --name speed_veryfast --e2e-preset veryfast
+    run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 \
+        --e2e-preset veryfast --e2e-threads 1,2 --e2e-repeat 3 --out "$OUT" --name speed_transcode_veryfast
 fi
