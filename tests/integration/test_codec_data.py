@@ -114,7 +114,7 @@ def test_training_on_coded_pairs(image_dir, tmp_path, codecs):
     (["--degradation", "mpeg2"], "degradation must be one of"),
     (["--degradation", "x264", "--degrade-crf", "30"], "degrade_crf must be 'LOW,HIGH'"),
     (["--degradation", "x264", "--degrade-crf", "30,60"], "CRF range must satisfy"),
-    (["--degradation", "x264", "--mode", "joint"], "applies to sr mode"),
+    (["--degradation", "x264", "--mode", "joint"], "applies to sr and gan modes"),
     (["--degradation", "x264", "--train-crf", "30,20"], "train_crf range '30,20' is empty"),
     (["--train-crf", "20,30"], "--train-crf selects coded training pairs"),
     (["--exclude", "nope"], "--exclude names images that are not in --data: nope"),
