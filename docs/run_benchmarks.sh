@@ -28,7 +28,7 @@ OUT=${OUT:-docs/results}
 CLIPS=${CLIPS:-out/clips}
 MODEL_ARGS=${MODEL_ARGS:-}
 DEVICE=${DEVICE:-auto}
-STEPS=${STEPS:-clips rd1080 ablation rdvideo sr speed auto}
+STEPS=${STEPS:-clips rd1080 ablation rdvideo sr speed auto perceptual}
 ABLATION=${ABLATION:-runs/pair-default-nocodec/best-down}
 BENCH=${BENCH:-.venv/bin/vsr-bench}
 
@@ -95,6 +95,14 @@ if has auto; then
         --name probe_cost_30s --out "$OUT"
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_60s_1080p.mkv" "$CLIPS/urban_30s_1080p.mkv" \
         --crf 32 --name probe_cost_long --out "$OUT"
+fi
+if has perceptual; then  # x2-perceptual against x2-default in the sr pipeline, VMAF and VMAF-NEG (#14)
+    rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
+        --reuse "$OUT/rd_1080p_libx264.json" --name rd_1080p_libx264_perceptual
+    rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-default --dtype fp32 \
+        --vmaf-model version=vmaf_v0.6.1neg --name rd_1080p_libx264_neg
+    rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
+        --vmaf-model version=vmaf_v0.6.1neg --reuse "$OUT/rd_1080p_libx264_neg.json" --name rd_1080p_libx264_perceptual_neg
 fi
 if has speed; then
     run "$BENCH" speed --out "$OUT"
