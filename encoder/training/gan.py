@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 import kernels
+from vsr_plugin.models import save_upsampler
 from vsr_plugin.models.layers import PooledSelfAttention
 
 from .tasks import Planes, SRTask, channels_last, yuv_l1
@@ -145,7 +147,7 @@ class GANTask(SRTask):
     """The upsampler (from ``--init``) against multi-scale spectrally normalised discriminators."""
 
     name = "gan"
-    selects_by_psnr = False  # PSNR falls as detail is synthesised: every epoch's weights are exported
+    selects_by_psnr = False  # PSNR falls as detail is synthesised: every epoch's weights are exported (export)
 
     def __init__(self, cfg, device: torch.device) -> None:
         super().__init__(cfg, device)
@@ -162,6 +164,12 @@ class GANTask(SRTask):
         return (f"{super().describe()}, against {c.gan_scales} spectrally normalised discriminators "
                 f"({c.gan_channels} channels{attention}; {c.gan_loss} loss x {c.gan_weight:g}, "
                 f"feature matching x {c.fm_weight:g})")
+
+    def export(self, net: nn.Module, out: Path, training: dict) -> None:
+        """``best.*`` (the latest weights) and ``step-NNNNNN.*`` for this epoch: validation PSNR does
+        not say which epoch looks best, so every one is kept for ``vsr-bench rd`` / ``sr`` to choose."""
+        super().export(net, out, training)
+        save_upsampler(out / f"step-{training['steps']:06d}", net, training=training)
 
     def distribute(self) -> None:
         """Wrap the discriminators for DDP (called once the process group exists)."""

@@ -165,6 +165,9 @@ class TrainConfig:
                                  "(a shipped name or weights path)")
             if self.amp == "fp16":
                 raise ValueError("--mode gan trains in bf16 or fp32: adversarial losses overflow fp16")
+            if self.patience:
+                raise ValueError("--patience stops on validation PSNR, which a gan run lowers on purpose; "
+                                 "leave it at 0 and choose among the step-* exports")
         if self.degradation != "bicubic":
             if self.mode == "joint":
                 raise ValueError("--degradation applies to sr and gan modes; joint training has its own codec proxy")

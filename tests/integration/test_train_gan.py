@@ -69,6 +69,11 @@ def test_gan_run_trains_exports_and_resumes(image_dir, tmp_path, capsys):
     straight = train(config_from_args(common + ["--out", str(tmp_path / "a")]))
     net, info = load_upsampler(tmp_path / "a" / "best.safetensors")  # shippable, like any upsampler
     assert info.training["mode"] == "gan" and info.training["steps"] == 6  # the last epoch's weights
+    for step in (3, 6):  # and each epoch's, to choose from by rd
+        _, at = load_upsampler(tmp_path / "a" / f"step-{step:06d}.safetensors")
+        assert at.training["steps"] == step
+    last, _ = load_upsampler(tmp_path / "a" / "step-000006.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), net.state_dict().values()))
     start, _ = load_upsampler("x2-fast")
     assert any(not torch.equal(a, b) for a, b in zip(net.state_dict().values(), start.state_dict().values()))
     tags = {e for e in os.listdir(tmp_path / "a" / "tb")}
@@ -103,6 +108,7 @@ def test_two_process_gan_ends_with_identical_generator_and_discriminators(image_
     (["--gan-scales", "9"], "gan_scales must be 1 to 4"),
     (["--init", "random"], "fine-tunes an L1-trained upsampler"),
     (["--amp", "fp16"], "adversarial losses overflow fp16"),
+    (["--patience", "3"], "--patience stops on validation PSNR"),
 ])
 def test_gan_config_refuses_nonsense_with_one_line(argv, message, capsys):
     assert main(TINY_GAN + argv) == 2
