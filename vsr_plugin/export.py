@@ -15,7 +15,6 @@ names the model, its content hash, kind, scale, packing block, channel counts an
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -76,10 +75,9 @@ def _planes_onnx_bytes(net: nn.Module, *, bits: int, fp16: bool) -> bytes:
     """The traced :class:`PlanesUpscaleGraph`: uint8 planes for 8 bits, uint16 above."""
     import onnx
 
-    from .runtimes import trace_onnx
+    from .runtimes import export_copy, trace_onnx
 
-    net = copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
-                                       memory_format=torch.contiguous_format)
+    net = export_copy(net, fp16=fp16)
     # the TorchScript exporter has no uint16: trace with int16 (which holds every code up to 15 bits
     # alike), then retype the inputs, outputs and casts below; 16-bit codes need the retyping
     dtype = torch.uint8 if bits == 8 else torch.int16

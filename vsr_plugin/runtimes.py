@@ -78,11 +78,16 @@ def trace_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], *, inp
     return buffer.getvalue()
 
 
+def export_copy(net: torch.nn.Module, *, fp16: bool = False) -> torch.nn.Module:
+    """A CPU copy of ``net`` to trace (float32 or float16, contiguous); the caller's stays as it was."""
+    return copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
+                                        memory_format=torch.contiguous_format)
+
+
 def onnx_bytes(net: torch.nn.Module, *, fp16: bool = False) -> bytes:
     """The ONNX graph of ``net`` on the packed layout (float32, or float16 weights and tensors) with
     dynamic N, h, w."""
-    net = copy.deepcopy(net).eval().to("cpu", torch.float16 if fp16 else torch.float32,
-                                       memory_format=torch.contiguous_format)  # the caller's stays as it was
+    net = export_copy(net, fp16=fp16)
     example = torch.zeros(1, net.body[0].in_channels, 16, 16, dtype=torch.float16 if fp16 else torch.float32)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     return trace_onnx(net, (example,), input_names=["packed"], output_names=["residual"],

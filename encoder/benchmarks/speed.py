@@ -139,7 +139,7 @@ def cpu_peak_mb(model_path: str, width: int, height: int, dtype: str, batch: int
 # --- inputs ----------------------------------------------------------------------------------------
 
 def _thread_list(text: str) -> list[int]:
-    caps = [int(t) for t in text.split(",") if t.strip()]
+    caps = [int(t) for t in _list(text)]
     if any(n < 1 for n in caps):
         raise ValueError(f"--e2e-threads takes thread counts >= 1, got {text!r}")
     return caps

@@ -41,6 +41,7 @@ import kernels
 from vsr_plugin.models import save_upsampler
 from vsr_plugin.models.layers import PooledSelfAttention
 
+from .state import load_module, load_optimizer, module_tensors, optimizer_tensors
 from .tasks import Planes, SRTask, channels_last, yuv_l1
 
 GAN_LOSSES = ("hinge", "relativistic")
@@ -175,11 +176,6 @@ class GANTask(SRTask):
         """Wrap the discriminators for DDP (called once the process group exists)."""
         self.disc = DistributedDataParallel(self.disc_module)
 
-    def _sr(self, model: nn.Module, lr: Planes, autocast: Callable[[], AbstractContextManager]) -> Planes:
-        with autocast():
-            residual = model(channels_last(kernels.pack(*lr, bits=8, block=2), self.cfg))
-        return kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
-
     def _judge(self, disc: nn.Module, packed: torch.Tensor, autocast: Callable[[], AbstractContextManager]):
         with autocast():
             logits, features = disc(channels_last(packed, self.cfg))
@@ -200,10 +196,11 @@ class GANTask(SRTask):
             group["lr"] = d_lr
         self.d_opt.zero_grad(set_to_none=True)
         d_total = 0.0
-        for i, (lr, hr) in enumerate(micro):
+        reals = [_packed(hr) for _, hr in micro]  # what the discriminators see of the originals, both phases
+        for i, ((lr, hr), real) in enumerate(zip(micro, reals)):
             with torch.no_grad():
-                fake = _packed(self._sr(plain_g, lr, autocast))
-            both = torch.cat([_packed(hr), fake])  # one forward: DDP sees one call per backward
+                fake = _packed(self.restore(plain_g, lr, autocast()))
+            both = torch.cat([real, fake])  # one forward: DDP sees one call per backward
             sync = self.disc.no_sync() if ddp and i < k - 1 else nullcontext()
             with sync:
                 logits, _ = self._judge(self.disc, both, autocast)
@@ -216,12 +213,12 @@ class GANTask(SRTask):
         self.disc_module.requires_grad_(False)
         g_total, terms = 0.0, {"l1": 0.0, "adversarial": 0.0, "feature_matching": 0.0}
         try:
-            for i, (lr, hr) in enumerate(micro):
+            for i, ((lr, hr), real) in enumerate(zip(micro, reals)):
                 sync = model.no_sync() if isinstance(model, DistributedDataParallel) and i < k - 1 else nullcontext()
                 with sync:
-                    sr = self._sr(model, lr, autocast)
+                    sr = self.restore(model, lr, autocast())
                     with torch.no_grad():
-                        real_logits, real_features = self._judge(self.disc_module, _packed(hr), autocast)
+                        real_logits, real_features = self._judge(self.disc_module, real, autocast)
                     fake_logits, fake_features = self._judge(self.disc_module, _packed(sr), autocast)
                     l1 = yuv_l1(sr, hr, bits=8, luma_weight=cfg.luma_weight)
                     adv = g_adversarial(cfg.gan_loss, real_logits, fake_logits)
@@ -240,38 +237,38 @@ class GANTask(SRTask):
     # --- resumable state: the discriminators and their optimizer ---------------------------------
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {f"disc.{k}": v.detach().cpu().contiguous() for k, v in self.disc_module.state_dict().items()}
-        opt = self.d_opt.state_dict()
-        for idx, state in opt["state"].items():
-            for key, value in state.items():
-                tensors[f"dopt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        return tensors, {"disc_param_groups": opt["param_groups"]}
+        opt_tensors, groups = optimizer_tensors(self.d_opt, "dopt")
+        return {**module_tensors(self.disc_module, "disc"), **opt_tensors}, {"disc_param_groups": groups}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         if not any(k.startswith("disc.") for k in tensors):
             raise ValueError("the saved state has no discriminator: it was not written by --mode gan")
-        self.disc_module.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith("dopt."):
-                _, idx, key = k.split(".", 2)
-                state.setdefault(int(idx), {})[key] = v
-        self.d_opt.load_state_dict({"state": state, "param_groups": meta["disc_param_groups"]})
+        load_module(self.disc_module, tensors, "disc")
+        load_optimizer(self.d_opt, tensors, "dopt", meta["disc_param_groups"])
 
 
-def check_gan_weights(gan_weight: float, fm_weight: float, gan_loss: str, scales: int, channels: int,
-                      attention_pool: int) -> None:
-    """The gan settings' one-line errors."""
-    for name, value in (("--gan-weight", gan_weight), ("--fm-weight", fm_weight)):
+def check_gan_config(cfg) -> None:
+    """The gan settings' one-line errors (``cfg``: a TrainConfig in gan mode)."""
+    for name, value in (("--gan-weight", cfg.gan_weight), ("--fm-weight", cfg.fm_weight)):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    if gan_weight == 0:
+    if cfg.gan_weight == 0:
         raise ValueError("--mode gan needs --gan-weight > 0 (with 0 it is sr mode with extra work)")
-    if gan_loss not in GAN_LOSSES:
-        raise ValueError(f"gan_loss must be one of {', '.join(GAN_LOSSES)}, got {gan_loss!r}")
-    if not 1 <= scales <= 4:
-        raise ValueError(f"gan_scales must be 1 to 4, got {scales}")
-    if channels < 8:
-        raise ValueError(f"gan_channels must be >= 8, got {channels}")
-    if attention_pool < 0:
-        raise ValueError(f"gan_attention_pool must be >= 0 (0: no attention), got {attention_pool}")
+    if cfg.gan_loss not in GAN_LOSSES:
+        raise ValueError(f"gan_loss must be one of {', '.join(GAN_LOSSES)}, got {cfg.gan_loss!r}")
+    if not 1 <= cfg.gan_scales <= 4:
+        raise ValueError(f"gan_scales must be 1 to 4, got {cfg.gan_scales}")
+    if cfg.gan_channels < 8:
+        raise ValueError(f"gan_channels must be >= 8, got {cfg.gan_channels}")
+    if cfg.gan_attention_pool < 0:
+        raise ValueError(f"gan_attention_pool must be >= 0 (0: no attention), got {cfg.gan_attention_pool}")
+    if cfg.gan_lr_scale <= 0:
+        raise ValueError(f"gan_lr_scale must be positive, got {cfg.gan_lr_scale}")
+    if not cfg.init or cfg.init == "random":
+        raise ValueError("--mode gan fine-tunes an L1-trained upsampler: give it with --init "
+                         "(a shipped name or weights path)")
+    if cfg.amp == "fp16":
+        raise ValueError("--mode gan trains in bf16 or fp32: adversarial losses overflow fp16")
+    if cfg.patience:
+        raise ValueError("--patience stops on validation PSNR, which a gan run lowers on purpose; "
+                         "leave it at 0 and choose among the step-* exports")

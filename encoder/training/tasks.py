@@ -112,11 +112,14 @@ class SRTask:
         return (f"{c.model} x{c.scale} upsampler{' (re-parameterised blocks)' if c.reparam else ''}{grown} "
                 f"on {seen} inputs")
 
-    def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
+    def restore(self, model: nn.Module, lr: Planes, autocast: AbstractContextManager) -> Planes:
+        """The network's output planes (float code values, differentiable) for LR planes."""
         with autocast:
             residual = model(channels_last(kernels.pack(*lr, bits=8, block=2), self.cfg))
-        pred = kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
-        return yuv_l1(pred, hr, bits=8, luma_weight=self.cfg.luma_weight)
+        return kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
+
+    def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
+        return yuv_l1(self.restore(model, lr, autocast), hr, bits=8, luma_weight=self.cfg.luma_weight)
 
     @torch.no_grad()
     def validate(self, net: Upsampler, pairs: list[SRPair]) -> tuple[list[float], list[np.ndarray]]:

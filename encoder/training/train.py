@@ -46,7 +46,8 @@ from vsr_plugin.models import DOWN_PRESETS, PRESETS
 
 from .codec_data import DegradeSpec, codec_pairs
 from .data import BatchPrefetcher, CropSampler, list_images, load_pairs, split_validation
-from .gan import GANTask, check_gan_weights
+from .gan import GANTask, check_gan_config
+from .state import load_module, load_optimizer, module_tensors, optimizer_tensors
 from .tasks import JointTask, SRTask
 
 MODES = ("sr", "gan", "joint")
@@ -156,18 +157,7 @@ class TrainConfig:
         if self.degradation not in DEGRADATIONS:
             raise ValueError(f"degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")
         if self.mode == "gan":
-            check_gan_weights(self.gan_weight, self.fm_weight, self.gan_loss, self.gan_scales, self.gan_channels,
-                              self.gan_attention_pool)
-            if self.gan_lr_scale <= 0:
-                raise ValueError(f"gan_lr_scale must be positive, got {self.gan_lr_scale}")
-            if not self.init or self.init == "random":
-                raise ValueError("--mode gan fine-tunes an L1-trained upsampler: give it with --init "
-                                 "(a shipped name or weights path)")
-            if self.amp == "fp16":
-                raise ValueError("--mode gan trains in bf16 or fp32: adversarial losses overflow fp16")
-            if self.patience:
-                raise ValueError("--patience stops on validation PSNR, which a gan run lowers on purpose; "
-                                 "leave it at 0 and choose among the step-* exports")
+            check_gan_config(self)
         if self.degradation != "bicubic":
             if self.mode == "joint":
                 raise ValueError("--degradation applies to sr and gan modes; joint training has its own codec proxy")
@@ -392,20 +382,18 @@ def save_state(out: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module 
                opt: torch.optim.Optimizer, gen: torch.Generator, task, extra: dict) -> None:
     """Everything ``--resume`` needs; a task with more to keep (gan: the discriminators and their
     optimizer) adds it through ``state_tensors``."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors = module_tensors(net, "model")
     if hasattr(task, "state_tensors"):
         more, more_meta = task.state_tensors()
         tensors.update(more)
         extra = {**extra, **more_meta}
     if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    opt_state = opt.state_dict()
-    for idx, state in opt_state["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors.update(module_tensors(ema, "ema"))
+    opt_tensors, param_groups = optimizer_tensors(opt, "opt")
+    tensors.update(opt_tensors)
     tensors["rng.data"] = gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"step": step, "param_groups": opt_state["param_groups"], **extra}
+    meta = {"step": step, "param_groups": param_groups, **extra}
     with atomic_output(out / "state.safetensors") as tmp:
         save_file(tensors, str(tmp))
     write_bytes_atomic(out / "state.json", json.dumps(meta, indent=2).encode())
@@ -417,15 +405,10 @@ def load_state(out: Path, net: torch.nn.Module, ema: torch.nn.Module | None, opt
     meta = json.loads((out / "state.json").read_text())
     if hasattr(task, "load_state_tensors"):
         task.load_state_tensors(tensors, meta)
-    net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_module(net, tensors, "model")
     if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    state: dict[int, dict] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, key = k.split(".", 2)
-            state.setdefault(int(idx), {})[key] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        load_module(ema, tensors, "ema")
+    load_optimizer(opt, tensors, "opt", meta["param_groups"])
     gen.set_state(tensors["rng.data"])
     torch.set_rng_state(tensors["rng.torch"])
     return meta
