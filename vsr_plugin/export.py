@@ -1,15 +1,20 @@
-"""``vsr-export``: a shipped model or weights file as an ONNX graph for other runtimes.
+"""``vsr-export``: a shipped model or weights file as an ONNX graph for other runtimes, or a blend of two.
 
     vsr-export onnx default -o x2-default.onnx            # float32
     vsr-export onnx x2-codec-aware-up --fp16 -o up16.onnx  # float16 weights and tensors (GPU runtimes)
     vsr-export onnx --all -o exported/                     # every shipped model, fp32 and fp16
     vsr-export onnx default --planes 10 -o x2-10bit.onnx   # 4:2:0 planes in and out, packing inside
+    vsr-export blend x2-codec-aware-v2-up runs/gan/best --alpha 0.4 -o runs/blend40  # network interpolation
 
 By default the graph is the network on the packed layout (see :mod:`vsr_plugin.runtimes` for the
 data flow and ``README.md`` for the tensor contract); ``--planes BITS`` puts the packing and
 unpacking inside the graph (upsamplers), so a runtime takes the Y, U, V planes of a frame as they
 are and returns the upscaled ones. Batch, height and width are dynamic either way. The metadata
 names the model, its content hash, kind, scale, packing block, channel counts and layout.
+
+``blend A B --alpha X`` writes the weights ``(1 - X) A + X B`` (same architecture; see
+:func:`vsr_plugin.models.blend_weights`): between a fidelity-trained upsampler and its adversarial
+fine-tune, one number trades PSNR for texture without training again.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from torch import nn
 
 import kernels.reference as spec
 
-from .models import (DOWNSAMPLER, UPSAMPLER, CheckpointError, load_downsampler, load_upsampler, read_info,
-                     resolve_weights, shipped_models, sidecar_paths)
+from .models import (DOWNSAMPLER, UPSAMPLER, CheckpointError, blend_weights, load_downsampler, load_upsampler,
+                     read_info, resolve_weights, shipped_models, sidecar_paths)
 
 
 PLANES_BITS = (8, 10, 12, 14, 16)
@@ -146,12 +151,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="planes in and out at this bit depth (8, 10, ...), packing inside the graph "
                         "(upsamplers; with --all, downsamplers stay packed)")
     o.add_argument("--all", action="store_true", help="every shipped model, fp32 and fp16, into the folder -o")
+    b = sub.add_parser("blend", help="weights interpolated between two models of one architecture")
+    b.add_argument("model_a", help="shipped model name or weights path (alpha 0)")
+    b.add_argument("model_b", help="shipped model name or weights path (alpha 1)")
+    b.add_argument("--alpha", type=float, required=True, help="share of model_b, 0..1")
+    b.add_argument("-o", "--output", required=True, help="output weights path (NAME or NAME.safetensors; "
+                                                         "NAME.json is written beside it)")
     return p
+
+
+def _blend(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.is_dir():
+        raise ValueError(f"-o names a folder ({out}); give a weights name such as {out / 'blend'}")
+    if not out.parent.is_dir():
+        raise ValueError(f"output folder {out.parent} does not exist")
+    weights, _ = blend_weights(args.model_a, args.model_b, args.alpha, out)
+    print(weights)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.format == "blend":
+            return _blend(args)
         if args.all == bool(args.model):
             raise ValueError("name one model, or --all for every shipped model")
         if args.all:

@@ -189,3 +189,44 @@ def test_deepened_network_equals_the_shallow_one_and_then_learns_more():
         Upsampler.deepened(deep, 3)
     with pytest.raises(ValueError, match="plain network without attention"):
         Upsampler.deepened(randomised(UpsamplerConfig(channels=16, blocks=2, attention=True)), 4)
+
+
+def test_blend_interpolates_two_networks_and_keeps_the_parents_exactly(tmp_path):
+    from vsr_plugin.export import main as export_main
+    from vsr_plugin.models import blend_weights, read_info
+
+    config = UpsamplerConfig(channels=8, blocks=2)
+    a, b = randomised(config, seed=1), randomised(config, seed=2)
+    save_upsampler(tmp_path / "a", a)
+    save_upsampler(tmp_path / "b", b)
+    for alpha, expect in ((0.0, a), (1.0, b)):
+        blend_weights(tmp_path / "a", tmp_path / "b", alpha, tmp_path / "end")
+        got, _ = load_upsampler(tmp_path / "end")
+        for k, t in expect.state_dict().items():
+            assert torch.equal(got.state_dict()[k], t), k
+    assert export_main(["blend", str(tmp_path / "a"), str(tmp_path / "b"), "--alpha", "0.25",
+                        "-o", str(tmp_path / "q")]) == 0
+    got, info = load_upsampler(tmp_path / "q")
+    sa, sb = a.state_dict(), b.state_dict()
+    for k, t in got.state_dict().items():
+        torch.testing.assert_close(t, 0.75 * sa[k] + 0.25 * sb[k], rtol=0, atol=1e-7)
+    blend = read_info(tmp_path / "q").training["blend"]
+    assert blend["alpha"] == 0.25 and blend["a"]["name"] == "a" and blend["b"]["sha256"] == info.training["blend"]["b"]["sha256"]
+    assert info.config == a.config.to_dict()
+
+
+def test_blend_refuses_other_architectures_and_weights_out_of_range(tmp_path, capsys):
+    from vsr_plugin.export import main as export_main
+    from vsr_plugin.models import blend_weights
+
+    save_upsampler(tmp_path / "a", randomised(UpsamplerConfig(channels=8, blocks=2)))
+    save_upsampler(tmp_path / "c", randomised(UpsamplerConfig(channels=8, blocks=3)))
+    with pytest.raises(CheckpointError, match="different architectures"):
+        blend_weights(tmp_path / "a", tmp_path / "c", 0.5, tmp_path / "x")
+    assert export_main(["blend", str(tmp_path / "a"), str(tmp_path / "a"), "--alpha", "1.5",
+                        "-o", str(tmp_path / "x")]) == 2
+    assert "outside [0, 1]" in capsys.readouterr().err
+    assert export_main(["blend", str(tmp_path / "a"), "x2-codec-default-down", "--alpha", "0.5",
+                        "-o", str(tmp_path / "x")]) == 2
+    assert "expected 'upsampler'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("x.*"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .. import DEFAULT_PAIR  # defined in the package root, torch-free, for the command line's start-up
 from .checkpoint import (CheckpointError, CheckpointInfo, load_into, load_state, read_info, save_checkpoint,
                          sidecar_paths)
@@ -21,7 +23,8 @@ DOWNSAMPLER = "downsampler"
 
 __all__ = ["CheckpointError", "CheckpointInfo", "DEFAULT_PAIR", "DOWN_PRESETS", "Downsampler", "DownsamplerConfig",
            "PRESETS",
-           "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "find_by_hash", "load_downsampler",
+           "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "blend_weights", "find_by_hash",
+           "load_downsampler",
            "load_upsampler", "pair_names", "paired_upsampler", "resolve_weights", "save_downsampler",
            "save_upsampler", "shipped_models", "standalone_upsamplers", "read_info"]
 
@@ -122,3 +125,40 @@ def save_upsampler(path: str | Path, net: Upsampler, *, training: dict | None = 
 
 def save_downsampler(path: str | Path, net: Downsampler, *, training: dict | None = None) -> tuple[Path, Path]:
     return save_checkpoint(path, net, kind=DOWNSAMPLER, config=net.config.to_dict(), training=training)
+
+
+def blend_weights(a: str | Path, b: str | Path, alpha: float, output: str | Path) -> tuple[Path, Path]:
+    """Write ``(1 - alpha) * a + alpha * b``, tensor by tensor, as a new weights file.
+
+    Network interpolation (ESRGAN's): between a fidelity-trained network and the same network
+    fine-tuned adversarially, ``alpha`` sets how much of the fine-tuning's texture is kept. Both must be
+    the same kind with the same architecture (one fine-tuned from the other, or both from one
+    ancestor, for the blend to mean anything). ``alpha`` 0 and 1 reproduce ``a`` and ``b`` exactly.
+    The sidecar records both parents (name, hash, training summary) and ``alpha``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"blend weight {alpha} is outside [0, 1] (0 keeps the first model, 1 the second)")
+    kind = read_info(resolve_weights(a)).kind
+    info_a, tensors_a = load_state(resolve_weights(a), kind=kind)
+    info_b, tensors_b = load_state(resolve_weights(b), kind=info_a.kind)
+    if info_a.config != info_b.config:
+        raise CheckpointError(f"cannot blend {info_a.name} and {info_b.name}: different architectures "
+                              f"({info_a.config} vs {info_b.config})")
+    if set(tensors_a) != set(tensors_b) or any(tensors_a[k].shape != tensors_b[k].shape for k in tensors_a):
+        raise CheckpointError(f"cannot blend {info_a.name} and {info_b.name}: their tensors differ in names or shapes")
+    config_cls, net_cls = ((UpsamplerConfig, Upsampler) if info_a.kind == UPSAMPLER
+                           else (DownsamplerConfig, Downsampler))
+    net = net_cls(config_cls.from_dict(info_a.config))
+    mixed = {}
+    for k, ta in tensors_a.items():
+        tb = tensors_b[k]
+        if not ta.is_floating_point():
+            if not torch.equal(ta, tb):
+                raise CheckpointError(f"cannot blend {info_a.name} and {info_b.name}: integer tensor {k} differs")
+            mixed[k] = ta
+            continue
+        # in float64 so that alpha 0 and 1 return the parents bit for bit
+        mixed[k] = ((1.0 - alpha) * ta.double() + alpha * tb.double()).to(ta.dtype)
+    load_into(net, mixed, output)
+    parents = {key: {"name": info.name, "sha256": info.sha256, "training": info.training}
+               for key, info in (("a", info_a), ("b", info_b))}
+    return save_checkpoint(output, net, kind=kind, config=info_a.config, training={"blend": {"alpha": alpha, **parents}})
