@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import DEFAULT_PAIR, __version__
+from . import DEFAULT_PAIR, NAMED_PAIRS, __version__
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2  # a signal ends a run with 128 + its number (Ctrl-C: 130)
 
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
     g = p.add_argument_group("encoder side")
     g.add_argument("--pair", default=DEFAULT_PAIR,
-                   help="shipped down/upsampler pair used to make a base layer (x2-PAIR-down, x2-PAIR-up)")
+                   help="shipped down/upsampler pair used to make a base layer (x2-PAIR-down and x2-PAIR-up, or "
+                        + ", ".join(f"{k}: x2-{d} and x2-{u}" for k, (d, u) in NAMED_PAIRS.items()) + ")")
     g.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
     g.add_argument("--up-model", help="the matching upsampler weights path (overrides --pair)")
     g.add_argument("--resolution", choices=["auto", "half", "full"], default="auto",

@@ -83,8 +83,10 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
                 pipes.append(sr(up_model, engine_options))
         elif name == "vsr":
             # the product's default pair (what vsr-transcode uses), else any shipped downsampler
-            down = down_model or _shipped("downsampler", prefer=pair_names(DEFAULT_PAIR)[0])
-            up = vsr_up_model or (paired_upsampler(down) if down else None) or up_model
+            default_down, default_up = pair_names(DEFAULT_PAIR)
+            down = down_model or _shipped("downsampler", prefer=default_down)
+            up = (vsr_up_model or (default_up if down == default_down else None)
+                  or (paired_upsampler(down) if down else None) or up_model)
             if down is None:
                 skipped[name] = ("no learned downsampler is available yet (none shipped in vsr_plugin/weights); "
                                  "pass --down-model PATH (and --vsr-up-model PATH for its jointly trained upsampler)")
@@ -498,10 +500,10 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=None, help="use the first N frames of each clip (default: all)")
     p.add_argument("--model", default=None,
                    help="upsampler for sr (shipped name or weights path; default: the shipped default)")
-    p.add_argument("--down-model", default=None, help="learned downsampler for vsr (default: shipped, if any)")
+    p.add_argument("--down-model", default=None, help="learned downsampler for vsr (default: the default pair's)")
     p.add_argument("--vsr-up-model", default=None,
-                   help="upsampler trained with --down-model (default: its '-up' sibling when the downsampler is "
-                        "named '...-down', else --model)")
+                   help="upsampler for --down-model's base layers (default: the default pair's upsampler with its "
+                        "downsampler, else the '-up' sibling of a downsampler named '...-down', else --model)")
     p.add_argument("--device", default="auto", help="network device: auto, cpu, cuda")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--batch", type=int, default=4, help="frames per network call")

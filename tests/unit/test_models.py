@@ -230,3 +230,14 @@ def test_blend_refuses_other_architectures_and_weights_out_of_range(tmp_path, ca
                         "-o", str(tmp_path / "x")]) == 2
     assert "expected 'upsampler'" in capsys.readouterr().err
     assert not list(tmp_path.glob("x.*"))
+
+
+def test_pair_names_follow_the_naming_or_the_named_pairs():
+    from vsr_plugin.models import NAMED_PAIRS, pair_names, resolve_weights, shipped_models
+
+    assert pair_names("codec-default") == ("x2-codec-default-down", "x2-codec-default-up")
+    assert pair_names("codec-perceptual") == ("x2-codec-aware-v2-down", "x2-perceptual")
+    for pair in NAMED_PAIRS:  # every named pair is shipped, each half of its own kind
+        down, up = pair_names(pair)
+        assert down in shipped_models("downsampler") and up in shipped_models("upsampler")
+        resolve_weights(down), resolve_weights(up)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .. import DEFAULT_PAIR  # defined in the package root, torch-free, for the command line's start-up
+from .. import DEFAULT_PAIR, NAMED_PAIRS  # defined in the package root, torch-free, for the command line's start-up
 from .checkpoint import (CheckpointError, CheckpointInfo, load_into, load_state, read_info, save_checkpoint,
                          sidecar_paths)
 from .downsampler import DOWN_PRESETS, Downsampler, DownsamplerConfig
@@ -25,7 +25,7 @@ __all__ = ["CheckpointError", "CheckpointInfo", "DEFAULT_PAIR", "DOWN_PRESETS", 
            "PRESETS",
            "PooledSelfAttention", "Upsampler", "UpsamplerConfig", "WEIGHTS_DIR", "blend_weights", "find_by_hash",
            "load_downsampler",
-           "load_upsampler", "pair_names", "paired_upsampler", "resolve_weights", "save_downsampler",
+           "NAMED_PAIRS", "load_upsampler", "pair_names", "paired_upsampler", "resolve_weights", "save_downsampler",
            "save_upsampler", "shipped_models", "standalone_upsamplers", "read_info"]
 
 
@@ -43,8 +43,10 @@ def shipped_models(kind: str = UPSAMPLER) -> list[str]:
 
 def pair_names(pair: str, *, scale: int = 2) -> tuple[str, str]:
     """Weight names of a shipped down/upsampler pair: ``"codec-default"`` ->
-    ``("x2-codec-default-down", "x2-codec-default-up")`` (the naming joint training's files follow)."""
-    return f"x{scale}-{pair}-down", f"x{scale}-{pair}-up"
+    ``("x2-codec-default-down", "x2-codec-default-up")`` (the naming joint training's files follow),
+    or the two names :data:`NAMED_PAIRS` gives."""
+    down, up = NAMED_PAIRS.get(pair, (f"{pair}-down", f"{pair}-up"))
+    return f"x{scale}-{down}", f"x{scale}-{up}"
 
 
 def paired_upsampler(down_model: str | Path) -> str | None:
