@@ -365,15 +365,17 @@ def load_reusable(path: str | None, config: LadderConfig) -> dict:
 
 
 def reused_points(old: dict, clip: Clip, pipeline: Pipeline) -> list[dict] | None:
-    """The earlier report's points of ``pipeline`` on ``clip`` when both are the same as now (same file
-    and frame count; same pipeline description and the same weights, by content hash), else None."""
+    """The earlier report's points of ``pipeline`` on ``clip`` when both are the same as now (same
+    file, frame count and decoded pictures, by content hash; same pipeline description and the same
+    weights, by content hash), else None. A report without the clip's content hash is not reused:
+    a re-rendered clip of the same name can differ from the one measured before."""
     if old.get("pipelines", {}).get(pipeline.name) != pipeline.description:
         return None
     if old.get("models", {}).get(pipeline.name, {}) != pipeline.models:
         return None
     for entry in old.get("clips", []):
-        if (entry["path"], entry["frames"], entry["width"], entry["height"]) == (
-                clip.path, len(clip.frames), clip.width, clip.height):
+        if (entry["path"], entry["frames"], entry["width"], entry["height"], entry.get("content_sha256")) == (
+                clip.path, len(clip.frames), clip.width, clip.height, clip.content_sha256):
             points = [p for p in entry["points"] if p["pipeline"] == pipeline.name]
             return points or None
     return None
@@ -416,8 +418,8 @@ def run_rd(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="vsr-rd-", dir=args.work_dir) as tmp:
             runner = LadderRunner(clip, config, Path(tmp))
             bh, bw = half_size(clip.height, clip.width)
-            entry = {"name": name, "path": clip.path, "width": clip.width, "height": clip.height,
-                     "frames": len(clip.frames), "fps": float(clip.rate), "rate": str(clip.rate), "bits": clip.bits,
+            entry = {"name": name, "path": clip.path, "content_sha256": clip.content_sha256,
+                     "width": clip.width, "height": clip.height, "frames": len(clip.frames), "fps": float(clip.rate), "rate": str(clip.rate), "bits": clip.bits,
                      "colorimetry": clip.colorimetry.describe(), "base_width": bw, "base_height": bh,
                      "truncated": clip.truncated, "points": []}
             if config.lossless_check:

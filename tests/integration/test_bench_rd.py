@@ -208,3 +208,27 @@ def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
     # a report measured on another ladder cannot stand in
     assert main(["rd", str(src), "--pipelines", "bicubic", "--crf-half", "16,31", "--reuse", str(first),
                  "--quiet", "--out", str(tmp_path / "fourth")]) == 2
+    # nor one measured on other pictures under the same file name (a re-rendered clip), nor one that
+    # does not say which pictures it measured (reports made before the content hash)
+    assert data["clips"][0]["content_sha256"] == data2["clips"][0]["content_sha256"]
+    import ffmpeg
+
+    from vsr_plugin.ffmpeg_tools import run
+
+    negated = tmp_path / "negated.mkv"
+    run(ffmpeg.input(str(src)).video.filter("negate").output(str(negated), vcodec="ffv1"))
+    original = src.read_bytes()
+    negated.replace(src)
+    assert main(["rd", str(src), "--pipelines", "bicubic", "--reuse", str(first), "--out", str(tmp_path / "fifth")]
+                + common) == 0
+    clip = json.loads((tmp_path / "fifth" / "rd_libx264.json").read_text())["clips"][0]
+    assert "reused" not in clip and len([p for p in clip["points"] if p["pipeline"] == "bicubic"]) == 2
+    unmarked = tmp_path / "unmarked.json"
+    for c in data2["clips"]:
+        del c["content_sha256"]
+    unmarked.write_text(json.dumps(data2))
+    src.write_bytes(original)
+    assert main(["rd", str(src), "--pipelines", "bicubic", "--reuse", str(unmarked), "--out", str(tmp_path / "sixth")]
+                + common) == 0
+    clip = json.loads((tmp_path / "sixth" / "rd_libx264.json").read_text())["clips"][0]
+    assert "reused" not in clip and len([p for p in clip["points"] if p["pipeline"] == "bicubic"]) == 2

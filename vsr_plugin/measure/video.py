@@ -8,6 +8,8 @@ Reading, y4m writing and decoding go through the project's in-process PyAV layer
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 import av
 import av.bitstream
 import av.error
+import numpy as np
 
 from ..media import (EncodeOptions, MediaError, StreamInfo, TimedFrame, VideoInput, VideoOutput, Y4MOutput,
                      reach_bitrate)
@@ -62,6 +65,16 @@ class Clip:
     @property
     def seconds(self) -> float:
         return len(self.frames) / float(self.rate)
+
+    @functools.cached_property
+    def content_sha256(self) -> str:
+        """SHA-256 of the decoded planes (and depth) of every frame: the pictures a measurement saw,
+        whatever container or encoder produced the file."""
+        h = hashlib.sha256(f"{self.bits}:{self.width}x{self.height}:{len(self.frames)}".encode())
+        for f in self.frames:
+            for plane in (f.y, f.u, f.v):
+                h.update(np.ascontiguousarray(plane).data)
+        return h.hexdigest()
 
 
 def read_clip(path: str | Path, *, max_frames: int | None = None) -> Clip:
