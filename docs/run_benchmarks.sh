@@ -5,11 +5,11 @@
 #   STEPS="clips rd1080" bash docs/run_benchmarks.sh  # a subset
 #
 # Steps: clips (three 1080p test clips rendered from photos), rd1080 (x264 rate–distortion on them),
-# ablation (the no-codec pair ABLATION on the same clips, reusing rd1080's native/bicubic points;
+# ablation (the no-codec pair ABLATION on the same clips, reusing rd1080's native points;
 # skipped with a note when ABLATION does not exist), rdvideo (x264 rate–distortion on the natural
 # clips of ../shared/data/video), sr (image benchmark with the learned pairs, lossless base layer),
 # speed (fps and memory; x264 medium and veryfast), auto (--resolution auto measured like the other
-# pipelines on the 1080p and natural clips, reusing rd1080's and rdvideo's native points, and its probe
+# pipelines on the natural clips, reusing rdvideo's native points (rd1080 has the 1080p ones), and its probe
 # cost on those clips and a 10 s 1080p clip). Optional, not in the default set: rd1080-x265 and
 # rd1080-av1 (same clips, other codecs).
 #
@@ -57,8 +57,8 @@ if has clips; then
     run "$BENCH" make-clip "${NATURE[@]}" --mosaic 5x4 --size 1920x1080 --frames 48 -o "$CLIPS/nature_1080p.mkv"
     run "$BENCH" make-clip "${URBAN2[@]}" --mosaic 3x2 --size 1920x1080 --frames 48 -o "$CLIPS/urban2_1080p.mkv"
 fi
-if has rd1080; then
-    rd "${HD[@]}" --codec libx264 --name rd_1080p_libx264
+if has rd1080; then  # the default pair as vsr, x2-default as sr, and --resolution auto, all in fp32
+    rd "${HD[@]}" --codec libx264 --pipelines native,lanczos,sr,vsr,auto --dtype fp32 --name rd_1080p_libx264
 fi
 if has ablation; then
     if [[ -f "$ABLATION.safetensors" ]]; then
@@ -73,6 +73,8 @@ if has rdvideo; then
 fi
 if has rd1080-x265; then
     rd "${HD[@]}" --codec libx265 --name rd_1080p_libx265
+    rd "${HD[@]}" --codec libx265 --pipelines native,vsr,auto --reuse "$OUT/rd_1080p_libx265.json" \
+        --name rd_1080p_libx265_perceptual_auto
 fi
 if has rd1080-av1; then
     rd "${HD[@]}" --codec libsvtav1 --name rd_1080p_libsvtav1
@@ -87,10 +89,10 @@ if has auto; then
         [[ -f "$CLIPS/urban_${secs}s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 \
             --size 1920x1080 --frames $((secs * 24)) -o "$CLIPS/urban_${secs}s_1080p.mkv"
     done
-    rd "${HD[@]}" --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_1080p_libx264.json" \
-        --name rd_1080p_libx264_auto
+    # the default pair since 2026-12-02 (codec-perceptual; the 1080p clips' auto points are in rd1080's
+    # report); rd_*_auto (no suffix) hold the previous pair's
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_video_libx264.json" \
-        --name rd_video_libx264_auto
+        --name rd_video_libx264_perceptual_auto
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_30s_1080p.mkv" "${HD[0]}" --crf 32,40 \
         --name probe_cost_30s --out "$OUT"
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_60s_1080p.mkv" "$CLIPS/urban_30s_1080p.mkv" \

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 # The shipped down/upsampler pair that vsr-transcode, the pipe's --downscale and
 # vsr_plugin.downscale use unless told otherwise, chosen by `vsr-bench rd` (README, Shipped models).
-DEFAULT_PAIR = "codec-aware-v2"
+DEFAULT_PAIR = "codec-perceptual"
 # Pairs whose halves were not trained together, by the names (less "x2-") of their down- and
 # upsampler; the others are x2-PAIR-down and x2-PAIR-up. No weights file is shipped twice: the
 # perceptual decoder restores base layers made by the codec-aware pair's bicubic reduction.
