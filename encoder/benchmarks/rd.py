@@ -419,7 +419,8 @@ def run_rd(args: argparse.Namespace) -> int:
             runner = LadderRunner(clip, config, Path(tmp))
             bh, bw = half_size(clip.height, clip.width)
             entry = {"name": name, "path": clip.path, "content_sha256": clip.content_sha256,
-                     "width": clip.width, "height": clip.height, "frames": len(clip.frames), "fps": float(clip.rate), "rate": str(clip.rate), "bits": clip.bits,
+                     "width": clip.width, "height": clip.height, "frames": len(clip.frames),
+                     "fps": float(clip.rate), "rate": str(clip.rate), "bits": clip.bits,
                      "colorimetry": clip.colorimetry.describe(), "base_width": bw, "base_height": bh,
                      "truncated": clip.truncated, "points": []}
             if config.lossless_check:

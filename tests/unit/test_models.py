@@ -211,7 +211,8 @@ def test_blend_interpolates_two_networks_and_keeps_the_parents_exactly(tmp_path)
     for k, t in got.state_dict().items():
         torch.testing.assert_close(t, 0.75 * sa[k] + 0.25 * sb[k], rtol=0, atol=1e-7)
     blend = read_info(tmp_path / "q").training["blend"]
-    assert blend["alpha"] == 0.25 and blend["a"]["name"] == "a" and blend["b"]["sha256"] == info.training["blend"]["b"]["sha256"]
+    assert blend["alpha"] == 0.25 and blend["a"]["name"] == "a" and blend["b"]["name"] == "b"
+    assert blend["b"]["sha256"] == read_info(tmp_path / "b").sha256
     assert info.config == a.config.to_dict()
 
 
