@@ -141,13 +141,11 @@ def blend_weights(a: str | Path, b: str | Path, alpha: float, output: str | Path
         raise ValueError(f"blend weight {alpha} is outside [0, 1] (0 keeps the first model, 1 the second)")
     kind = read_info(resolve_weights(a)).kind
     info_a, tensors_a = load_state(resolve_weights(a), kind=kind)
-    info_b, tensors_b = load_state(resolve_weights(b), kind=info_a.kind)
+    info_b, tensors_b = load_state(resolve_weights(b), kind=kind)
     if info_a.config != info_b.config:
         raise CheckpointError(f"cannot blend {info_a.name} and {info_b.name}: different architectures "
                               f"({info_a.config} vs {info_b.config})")
-    if set(tensors_a) != set(tensors_b) or any(tensors_a[k].shape != tensors_b[k].shape for k in tensors_a):
-        raise CheckpointError(f"cannot blend {info_a.name} and {info_b.name}: their tensors differ in names or shapes")
-    config_cls, net_cls = ((UpsamplerConfig, Upsampler) if info_a.kind == UPSAMPLER
+    config_cls, net_cls = ((UpsamplerConfig, Upsampler) if kind == UPSAMPLER
                            else (DownsamplerConfig, Downsampler))
     net = net_cls(config_cls.from_dict(info_a.config))
     mixed = {}
