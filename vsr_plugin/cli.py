@@ -368,6 +368,7 @@ def _catch_termination() -> list[tuple[int, object]]:
 def main(argv: list[str] | None = None) -> int:
     import signal
 
+    own_process = argv is None  # the command line of this process (not a caller's list)
     argv = sys.argv[1:] if argv is None else list(argv)
     pipe = bool(argv) and argv[0] == "pipe"
     old_handlers: list = []
@@ -393,8 +394,12 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     # no new imports after an interrupt: one that hit an import left that module half-loaded
     pipeline = sys.modules.get(f"{__package__}.pipeline")
-    if code >= 128 and pipeline is not None and pipeline.stages_alive():
-        # a stage still blocked (e.g. in a read from stdin): end now rather than at interpreter exit
+    if code >= 128 and (own_process or (pipeline is not None and pipeline.stages_alive())):
+        # End now with the code printed. At interpreter exit a stage still blocked (e.g. in a read
+        # from stdin) aborts the process; and under `python -m` CPython 3.12 ends by SIGINT itself
+        # (not 130) when the Ctrl-C landed in code run from a string (exec/eval: dataclasses and
+        # namedtuples build their methods so, e.g. during a lazy import), however it was handled.
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code

@@ -647,8 +647,8 @@ class EncodeOptions:
     ``crf`` and ``bitrate`` (bits/s) are alternatives; with neither, the codec's default CRF
     (x264 18, x265 20, SVT-AV1 30) is used; ``ffv1`` is lossless and takes neither. ``pix_fmt``
     None keeps the input's bit depth. ``threads`` caps the encoder's worker threads (x264
-    ``threads``, x265 ``pools``, otherwise libavcodec's ``threads``); None leaves the codec's own
-    choice.
+    ``threads``, x265 ``pools``, SVT-AV1 ``lp``, otherwise libavcodec's ``threads``); None leaves the
+    codec's own choice.
     """
 
     codec: str = "libx264"
@@ -689,7 +689,7 @@ class EncodeOptions:
     def codec_options(self, hdr: HdrMetadata | None = None) -> dict[str, str]:
         """The encoder's options; ``hdr``: HDR10 metadata to write into the bitstream."""
         opts: dict[str, str] = {}
-        if self.threads is not None and self.codec != "libx265":
+        if self.threads is not None and self.codec not in ("libx265", "libsvtav1"):
             opts["threads"] = str(self.threads)
         if self.codec == "ffv1":
             return {**opts, "level": "3", "slicecrc": "1"}
@@ -698,8 +698,8 @@ class EncodeOptions:
         if self.bitrate is None:
             opts["crf"] = f"{self.crf if self.crf is not None else DEFAULT_CRF[self.codec]:g}"
         params = {"log-level": "error"} if self.codec == "libx265" else {}
-        if self.threads is not None and self.codec == "libx265":  # x265 sizes its pool from its own parameter
-            params["pools"] = str(self.threads)
+        if self.threads is not None and self.codec in ("libx265", "libsvtav1"):  # they size their own pools
+            params["pools" if self.codec == "libx265" else "lp"] = str(self.threads)
         if self.rate_pass is not None:
             if self.codec == "libx264":
                 opts["stats"] = str(self.rate_pass.stats)

@@ -41,19 +41,20 @@ class StageStats:
         return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
 
 
-# How long an interrupted run waits for its stages to notice the stop (a stage blocked in a read
-# from a pipe that never delivers does not; the caller then ends the process without joining it).
+# How long an interrupted run waits for a stage blocked on a pipe (a read from stdin that never
+# delivers, a write to a reader that stopped reading); the caller then ends the process without it.
 STOP_GRACE_S = 5.0
 
 
-def join_stopped(threads: list[threading.Thread], grace_s: float = STOP_GRACE_S) -> None:
-    """Join stopping threads for up to ``grace_s``, a second Ctrl-C or signal included: a thread
-    left running into interpreter exit can abort the process (see :func:`stages_alive`)."""
-    deadline = time.monotonic() + grace_s
+def join_stopped(threads: list[threading.Thread], grace_s: float | None = STOP_GRACE_S) -> None:
+    """Join stopping threads for up to ``grace_s`` (None: until they end), a second Ctrl-C or signal
+    included: a thread left running into interpreter exit can abort the process (see
+    :func:`stages_alive`)."""
+    deadline = None if grace_s is None else time.monotonic() + grace_s
     for t in threads:
-        while t.is_alive() and time.monotonic() < deadline:
+        while t.is_alive() and (deadline is None or time.monotonic() < deadline):
             try:
-                t.join(min(_POLL_S, max(0.0, deadline - time.monotonic())))
+                t.join(_POLL_S if deadline is None else min(_POLL_S, max(0.0, deadline - time.monotonic())))
             except BaseException:  # noqa: BLE001 - a repeated interrupt: keep joining until the deadline
                 continue
 
@@ -74,12 +75,20 @@ class Pipeline:
         sink: consumes every output item in order (frames and pass-through items).
         batch: frames per ``process`` call.
         depth: queue capacity between stages, in items.
+        stop_grace_s: how long a stopped run waits for the decode and encode stages to end before
+            the exception reaches the caller, who then closes the containers those stages use (so
+            they must have ended: libav aborts on a container closed under a running call). None,
+            for files, waits until they end (each is inside one bounded read or write); pipes
+            (whose stages can block for good) get :data:`STOP_GRACE_S`. The network stage holds
+            no container and is waited for at most this grace either way.
     """
 
     def __init__(self, source: Iterable, process: Callable[[list[TimedFrame]], list[TimedFrame]],
-                 sink: Callable[[object], None], *, batch: int = 4, depth: int = 8) -> None:
+                 sink: Callable[[object], None], *, batch: int = 4, depth: int = 8,
+                 stop_grace_s: float | None = None) -> None:
         self.source, self.process, self.sink = source, process, sink
         self.batch = batch
+        self.stop_grace_s = stop_grace_s
         self.q_in: queue.Queue = queue.Queue(maxsize=max(depth, batch + 1))
         self.q_out: queue.Queue = queue.Queue(maxsize=max(depth, batch + 1))
         self.stop = threading.Event()
@@ -187,7 +196,9 @@ class Pipeline:
                     last = now
         except BaseException:
             self.stop.set()
-            join_stopped(threads)
+            decode, network, encode = threads
+            join_stopped([decode, encode], self.stop_grace_s)
+            join_stopped([network], STOP_GRACE_S if self.stop_grace_s is None else self.stop_grace_s)
             raise
         finally:
             self.stats.wall_s = time.perf_counter() - start

@@ -38,6 +38,8 @@ def test_rate_pass_options_are_checked():
         RatePass(3, Path("s"))
     x265 = EncodeOptions(codec="libx265", bitrate=1000, rate_pass=RatePass(2, Path("/t/s"))).codec_options()
     assert "pass=2" in x265["x265-params"] and "stats=/t/s" in x265["x265-params"]
+    # SVT-AV1 ignores libavcodec's threads: its own "level of parallelism" caps them
+    assert EncodeOptions(codec="libsvtav1", crf=30, threads=1).codec_options() == {"crf": "30", "svtav1-params": "lp=1"}
 
 
 def test_encode_side_bitrate_is_reached_on_a_two_second_clip(tmp_path, tiny_pair, capsys):
