@@ -142,19 +142,33 @@ def auto_points(runner: LadderRunner, native_pipe: Pipeline, half_pipe: Pipeline
     return points
 
 
+def curve_at(pts: list[tuple[float, float]], kbps: float) -> tuple[float, bool]:
+    """Quality at ``kbps`` on a ladder's (kbps, quality) points, linear in log-rate; beyond either
+    end the end segment is extended (a curve held flat there would credit a ladder that stops at
+    410 kbps with its 410 kbps quality at 300). Returns (quality, whether extrapolated)."""
+    pts = sorted(pts)
+    x, q = np.log([r for r, _ in pts]), [v for _, v in pts]
+    t = np.log(kbps)
+    if len(pts) < 2 or x[0] <= t <= x[-1]:
+        return float(np.interp(t, x, q)), False
+    i = 0 if t < x[0] else len(pts) - 2
+    slope = (q[i + 1] - q[i]) / (x[i + 1] - x[i]) if x[i + 1] != x[i] else 0.0
+    return float(q[i] + slope * (t - x[i])), True
+
+
 def auto_check(points: list[dict], metric: str) -> list[dict]:
     """Each ``auto`` point against the better of ``native`` and ``vsr`` at the same rate (their curves
-    interpolated linearly in log-rate, held flat beyond their ends)."""
-    def at(name: str, kbps: float) -> float:
-        pts = sorted((p["kbps"], p[metric]) for p in points if p["pipeline"] == name)
-        return float(np.interp(np.log(kbps), np.log([r for r, _ in pts]), [q for _, q in pts]))
+    interpolated linearly in log-rate, extended beyond their ends: :func:`curve_at`)."""
+    def at(name: str, kbps: float) -> tuple[float, bool]:
+        return curve_at([(p["kbps"], p[metric]) for p in points if p["pipeline"] == name], kbps)
 
     out = []
     for p in points:
         if p["pipeline"] == "auto":
-            native_q, vsr_q = at("native", p["kbps"]), at("vsr", p["kbps"])
+            (native_q, native_x), (vsr_q, vsr_x) = at("native", p["kbps"]), at("vsr", p["kbps"])
             out.append({"full_crf": p["full_crf"], "resolution": p["resolution"], "kbps": p["kbps"],
                         "quality": p[metric], "native": native_q, "vsr": vsr_q,
+                        "extrapolated": [n for n, x in (("native", native_x), ("vsr", vsr_x)) if x],
                         "gap": p[metric] - max(native_q, vsr_q), "probe_s": p["decision"]["probe_s"],
                         "probe_margin": p["decision"]["margin"]})
     return out
@@ -300,9 +314,13 @@ def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
         if c.get("auto"):
             unit = "VMAF" if data.get("auto_metric", "vmaf") == "vmaf" else "PSNR-Y"
             lines += [f"`auto` at each full-resolution CRF against the better of `native` and `vsr` at the same "
-                      f"rate ({unit}; curves interpolated in log-rate):", ""]
+                      f"rate ({unit}; curves interpolated in log-rate; † beyond that ladder's rates, its end "
+                      "segment extended):", ""]
+            def there(a: dict, side: str) -> str:  # † beyond that ladder's rates (older reports do not say)
+                return f"{a[side]:.2f}" + (" †" if side in a.get("extrapolated", ()) else "")
+
             rows = [[f"{a['full_crf']:g}", a["resolution"], f"{a['kbps']:.1f}", f"{a['quality']:.2f}",
-                     f"{a['native']:.2f}", f"{a['vsr']:.2f}", f"{a['gap']:+.2f}", f"{a['probe_margin']:+.2f}",
+                     there(a, "native"), there(a, "vsr"), f"{a['gap']:+.2f}", f"{a['probe_margin']:+.2f}",
                      f"{a['probe_s']:.1f}"] for a in c["auto"]]
             lines += [markdown_table(["CRF", "chose", "kbps", unit, "native there", "vsr there", "gap to the better",
                                       "probe margin (half − full)", "probe s"], rows), ""]

@@ -89,6 +89,9 @@ def test_x264_sei_is_not_counted(natural_clip, tmp_path):
     bits = stream_bits(stream)
     assert 300 < bits.packet_bytes - bits.picture_bytes < 2000  # x264's version SEI, removed
     assert bits.packets == 4
+    # the keyframe is counted though the SEI filter takes each packet (the probes' rate model needs it)
+    assert bits.keyframes == 1 and bits.key_picture_bytes == bits.frame_bytes[0]
+    assert 0 < bits.key_picture_bytes < bits.picture_bytes
 
 
 def test_rd_ladders_on_tiny_clips(natural_clip, tiny_model, tmp_path, capsys, monkeypatch):

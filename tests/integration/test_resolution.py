@@ -144,7 +144,8 @@ def test_probe_rate_is_close_to_the_whole_clip_rate(tmp_path):
     write_y4m(tmp_path / "in.y4m", clip.frames, clip.rate)
     encode_y4m(tmp_path / "in.y4m", tmp_path / "out.mkv", EncodeOptions(crf=28, preset="medium"), clip.colorimetry)
     whole = stream_bits(tmp_path / "out.mkv").kbps(clip.seconds)
-    assert math.isclose(dec.target_kbps, whole, rel_tol=0.25), (dec.target_kbps, whole)
+    # 0.98 measured; 1.12 while the keyframes went uncounted (their bytes then counted per segment)
+    assert math.isclose(dec.target_kbps, whole, rel_tol=0.1), (dec.target_kbps, whole)
 
 
 def test_read_segments_picks_the_planned_frames(tmp_path):

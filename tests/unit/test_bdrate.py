@@ -76,3 +76,20 @@ def test_too_few_points():
     one = Curve.of([100], [30])
     d = bd_rate(Curve.of(RATES, PSNR), one)
     assert d.value is None and "fewer than two" in d.note
+
+
+def test_auto_check_extends_a_ladder_beyond_its_rates():
+    """An auto point below the vsr ladder's lowest rate is compared with the vsr curve's end segment
+    extended (here 2 VMAF per doubling: 60 at 100 kbps), not with its lowest point held flat (62)."""
+    from encoder.benchmarks.rd import auto_check, curve_at
+
+    assert curve_at([(200, 62.0), (400, 64.0)], 100) == (pytest.approx(60.0), True)
+    assert curve_at([(200, 62.0), (400, 64.0)], 1600) == (pytest.approx(68.0), True)
+    assert curve_at([(400, 64.0), (200, 62.0)], 200 * 2 ** 0.5) == (pytest.approx(63.0), False)
+    points = [{"pipeline": "native", "kbps": k, "vmaf": q} for k, q in ((100, 50.0), (400, 70.0))]
+    points += [{"pipeline": "vsr", "kbps": k, "vmaf": q} for k, q in ((200, 62.0), (400, 64.0))]
+    points.append({"pipeline": "auto", "kbps": 100, "vmaf": 59.0, "full_crf": 44, "resolution": "half",
+                   "decision": {"probe_s": 1.0, "margin": 3.0}})
+    (check,) = auto_check(points, "vmaf")
+    assert (check["native"], check["vsr"], check["extrapolated"]) == (50.0, pytest.approx(60.0), ["vsr"])
+    assert check["gap"] == pytest.approx(-1.0)

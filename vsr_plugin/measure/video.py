@@ -315,10 +315,11 @@ def stream_bits(path: Path) -> StreamBits:
                 continue
             packets += 1
             raw += p.size
+            keyframe, pts = p.is_keyframe, p.pts  # read first: the filter takes the packet (and blanks it)
             size = sum(q.size for q in bsf.filter(p)) if bsf else p.size
             picture += size
-            by_pts.append((p.pts if p.pts is not None else len(by_pts), size))
-            if p.is_keyframe:
+            by_pts.append((pts if pts is not None else len(by_pts), size))
+            if keyframe:
                 key += size
                 keyframes += 1
         if bsf:
