@@ -72,9 +72,10 @@ if has rdvideo; then
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --name rd_video_libx264
 fi
 if has rd1080-x265; then
-    rd "${HD[@]}" --codec libx265 --name rd_1080p_libx265
-    rd "${HD[@]}" --codec libx265 --pipelines native,vsr,auto --reuse "$OUT/rd_1080p_libx265.json" \
-        --name rd_1080p_libx265_perceptual_auto
+    rd "${HD[@]}" --codec libx265 --pipelines native,vsr,auto --name rd_1080p_libx265
+    # vsr one step below the ladder, where auto lands at CRF 44
+    rd "${HD[@]}" --codec libx265 --pipelines vsr --crf-half 33,37 --crf-full 40,44 --no-lossless-check \
+        --name rd_1080p_libx265_vsr_low
 fi
 if has rd1080-av1; then
     rd "${HD[@]}" --codec libsvtav1 --name rd_1080p_libsvtav1
