@@ -44,6 +44,9 @@ class StageStats:
 # How long an interrupted run waits for a stage blocked on a pipe (a read from stdin that never
 # delivers, a write to a reader that stopped reading); the caller then ends the process without it.
 STOP_GRACE_S = 5.0
+# The same for files, whose stages are each inside one bounded read or write: long enough for that
+# on a machine loaded many times over, short enough that a FIFO given as a file cannot hang the stop.
+FILE_STOP_GRACE_S = 60.0
 
 
 def join_stopped(threads: list[threading.Thread], grace_s: float | None = STOP_GRACE_S) -> None:
@@ -77,10 +80,10 @@ class Pipeline:
         depth: queue capacity between stages, in items.
         stop_grace_s: how long a stopped run waits for the decode and encode stages to end before
             the exception reaches the caller, who then closes the containers those stages use (so
-            they must have ended: libav aborts on a container closed under a running call). None,
-            for files, waits until they end (each is inside one bounded read or write); pipes
-            (whose stages can block for good) get :data:`STOP_GRACE_S`. The network stage holds
-            no container and is waited for at most this grace either way.
+            they must have ended: libav aborts on a container closed under a running call); None
+            waits until they end. Files get :data:`FILE_STOP_GRACE_S`, pipes (whose stages can
+            block for good) :data:`STOP_GRACE_S`. The network stage holds no container and is
+            waited for at most :data:`STOP_GRACE_S` (or this grace, if shorter).
     """
 
     def __init__(self, source: Iterable, process: Callable[[list[TimedFrame]], list[TimedFrame]],
@@ -198,7 +201,8 @@ class Pipeline:
             self.stop.set()
             decode, network, encode = threads
             join_stopped([decode, encode], self.stop_grace_s)
-            join_stopped([network], STOP_GRACE_S if self.stop_grace_s is None else self.stop_grace_s)
+            grace = STOP_GRACE_S if self.stop_grace_s is None else min(STOP_GRACE_S, self.stop_grace_s)
+            join_stopped([network], grace)
             raise
         finally:
             self.stats.wall_s = time.perf_counter() - start

@@ -28,7 +28,7 @@ from .engine import Downscaler, Upscaler
 from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, RatePass, StreamInfo, TimedFrame, VideoInput,
                     VideoOutput, Y4MOutput, notice, reach_bitrate, remux, stream_info)
 from .models import CheckpointInfo
-from .pipeline import STOP_GRACE_S, Pipeline, StageStats
+from .pipeline import FILE_STOP_GRACE_S, STOP_GRACE_S, Pipeline, StageStats
 from .progress import Progress
 from .yuv import Frame
 
@@ -109,7 +109,7 @@ def _batches(fn: FramesFn) -> Callable[[list[TimedFrame]], list[TimedFrame]]:
 
 
 def _run(output, source: Iterator, fn: FramesFn, batch: int, progress: Progress, *,
-         stop_grace_s: float | None = None) -> StageStats:
+         stop_grace_s: float = FILE_STOP_GRACE_S) -> StageStats:
     def sink(item) -> None:
         if isinstance(item, TimedFrame):
             output.write(item.frame, item.pts)
