@@ -9,7 +9,8 @@ import pytest
 from tests.media_helpers import make_clip, read_back, textured_clip
 from vsr_plugin.baselayer import BaseLayerError, parse_tags
 from vsr_plugin.cli import main
-from vsr_plugin.resolution import Point, _needs_second, clip_kbps, half_crf_offset, keyframes_in, probe_segments
+from vsr_plugin.resolution import (Decision, Point, _needs_second, choose, clip_kbps, half_crf_offset, keyframes_in,
+                                   probe_segments)
 
 
 def _tags(path: Path) -> dict:
@@ -52,6 +53,18 @@ def test_a_second_half_probe_only_when_the_first_cannot_decide():
     assert not _needs_second(Point(30, 1400, 80), 75, target)  # above the target and winning: wins there too
     assert _needs_second(Point(30, 700, 80), 75, target)  # wins below the target: may not at it
     assert _needs_second(Point(30, 1400, 70), 75, target)
+    # with the lead the 2x layer needs: a small win below the target settles nothing more than a loss
+    assert not _needs_second(Point(30, 700, 75.3), 75, target, lead=0.5)
+    assert _needs_second(Point(30, 1400, 75.3), 75, target, lead=0.5)  # above and short of the lead
+
+
+def test_the_2x_layer_needs_a_lead_on_the_probes():
+    assert choose(80.6, 80.0, "vmaf") == "half" and choose(80.4, 80.0, "vmaf") == "full"
+    assert choose(30.06, 30.0, "psnr") == "half" and choose(30.04, 30.0, "psnr") == "full"
+    close = Decision(choice="full", metric="vmaf", target_kbps=1563.5, full=(Point(32, 1563.5, 88.7),) * 2,
+                     half=(Point(23, 1474.2, 87.6),), full_quality=88.7, half_quality=88.81, half_crf=None,
+                     segments=[(12, 24)], probe_frames=24, probe_s=14.2)
+    assert "half 88.81 vs full 88.70 VMAF (+0.11, short of the 0.50 lead it needs)" in close.summary()
 
 
 def test_full_resolution_tags_are_checked():
