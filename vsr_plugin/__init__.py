@@ -16,11 +16,12 @@ __version__ = "0.1.0"
 
 # The shipped down/upsampler pair that vsr-transcode, the pipe's --downscale and
 # vsr_plugin.downscale use unless told otherwise, chosen by `vsr-bench rd` (README, Shipped models).
-DEFAULT_PAIR = "codec-perceptual"
+DEFAULT_PAIR = "codec-perceptual-v2"
 # Pairs whose halves were not trained together, by the names (less "x2-") of their down- and
 # upsampler; the others are x2-PAIR-down and x2-PAIR-up. No weights file is shipped twice: the
 # perceptual decoder restores base layers made by the codec-aware pair's bicubic reduction.
-NAMED_PAIRS = {"codec-perceptual": ("codec-aware-v2-down", "perceptual")}
+NAMED_PAIRS = {"codec-perceptual": ("codec-aware-v2-down", "perceptual"),
+               "codec-perceptual-v2": ("codec-aware-v2-down", "perceptual-v2")}
 
 _VAPOURSYNTH = ("upscale", "downscale", "source")
 

@@ -238,6 +238,7 @@ def test_pair_names_follow_the_naming_or_the_named_pairs():
 
     assert pair_names("codec-default") == ("x2-codec-default-down", "x2-codec-default-up")
     assert pair_names("codec-perceptual") == ("x2-codec-aware-v2-down", "x2-perceptual")
+    assert pair_names("codec-perceptual-v2") == ("x2-codec-aware-v2-down", "x2-perceptual-v2")
     for pair in NAMED_PAIRS:  # every named pair is shipped, each half of its own kind
         down, up = pair_names(pair)
         assert down in shipped_models("downsampler") and up in shipped_models("upsampler")
