@@ -249,7 +249,7 @@ def _two_pass(src: str | Path, dst: Path, encode: EncodeOptions, plan: _Replay, 
         one_pass = encode.codec == "libsvtav1" and min(info.width, info.height) < SVT_TWO_PASS_MIN_SIDE
         if one_pass:  # one-pass SVT-AV1 on threads lands ~4% apart run to run (measured, 128x96), and the
             encode = replace(encode, threads=1)  # rate search would chase that; on one it repeats exactly
-        if not one_pass:
+        else:
             _encode_pass(src, Path(tmp) / "analysis.mkv", replace(encode, rate_pass=RatePass(1, stats)), plan,
                          show_progress=show_progress, format=format, frames=frames, label="pass 1/2: ")
             (Path(tmp) / "analysis.mkv").unlink()
