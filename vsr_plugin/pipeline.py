@@ -49,15 +49,14 @@ STOP_GRACE_S = 5.0
 FILE_STOP_GRACE_S = 60.0
 
 
-def join_stopped(threads: list[threading.Thread], grace_s: float | None = STOP_GRACE_S) -> None:
-    """Join stopping threads for up to ``grace_s`` (None: until they end), a second Ctrl-C or signal
-    included: a thread left running into interpreter exit can abort the process (see
-    :func:`stages_alive`)."""
-    deadline = None if grace_s is None else time.monotonic() + grace_s
+def join_stopped(threads: list[threading.Thread], grace_s: float = STOP_GRACE_S) -> None:
+    """Join stopping threads for up to ``grace_s``, a second Ctrl-C or signal included: a thread
+    left running into interpreter exit can abort the process (see :func:`stages_alive`)."""
+    deadline = time.monotonic() + grace_s
     for t in threads:
-        while t.is_alive() and (deadline is None or time.monotonic() < deadline):
+        while t.is_alive() and time.monotonic() < deadline:
             try:
-                t.join(_POLL_S if deadline is None else min(_POLL_S, max(0.0, deadline - time.monotonic())))
+                t.join(min(_POLL_S, max(0.0, deadline - time.monotonic())))
             except BaseException:  # noqa: BLE001 - a repeated interrupt: keep joining until the deadline
                 continue
 
@@ -80,15 +79,15 @@ class Pipeline:
         depth: queue capacity between stages, in items.
         stop_grace_s: how long a stopped run waits for the decode and encode stages to end before
             the exception reaches the caller, who then closes the containers those stages use (so
-            they must have ended: libav aborts on a container closed under a running call); None
-            waits until they end. Files get :data:`FILE_STOP_GRACE_S`, pipes (whose stages can
-            block for good) :data:`STOP_GRACE_S`. The network stage holds no container and is
-            waited for at most :data:`STOP_GRACE_S` (or this grace, if shorter).
+            they must have ended: libav aborts on a container closed under a running call): for
+            files :data:`FILE_STOP_GRACE_S`, for pipes (whose stages can block for good)
+            :data:`STOP_GRACE_S`. The network stage holds no container and is waited for at most
+            :data:`STOP_GRACE_S` (or this grace, if shorter).
     """
 
     def __init__(self, source: Iterable, process: Callable[[list[TimedFrame]], list[TimedFrame]],
                  sink: Callable[[object], None], *, batch: int = 4, depth: int = 8,
-                 stop_grace_s: float | None = None) -> None:
+                 stop_grace_s: float = FILE_STOP_GRACE_S) -> None:
         self.source, self.process, self.sink = source, process, sink
         self.batch = batch
         self.stop_grace_s = stop_grace_s
@@ -201,8 +200,7 @@ class Pipeline:
             self.stop.set()
             decode, network, encode = threads
             join_stopped([decode, encode], self.stop_grace_s)
-            grace = STOP_GRACE_S if self.stop_grace_s is None else min(STOP_GRACE_S, self.stop_grace_s)
-            join_stopped([network], grace)
+            join_stopped([network], min(STOP_GRACE_S, self.stop_grace_s))
             raise
         finally:
             self.stats.wall_s = time.perf_counter() - start

@@ -224,6 +224,11 @@ def test_blend_refuses_other_architectures_and_weights_out_of_range(tmp_path, ca
     save_upsampler(tmp_path / "c", randomised(UpsamplerConfig(channels=8, blocks=3)))
     with pytest.raises(CheckpointError, match="different architectures"):
         blend_weights(tmp_path / "a", tmp_path / "c", 0.5, tmp_path / "x")
+    # a file whose tensors do not fit the config its sidecar claims: one clear error, not a KeyError
+    meta = tmp_path / "c.json"
+    meta.write_text(meta.read_text().replace('"blocks": 3', '"blocks": 2'))
+    with pytest.raises(CheckpointError, match="do not fit the architecture"):
+        blend_weights(tmp_path / "a", tmp_path / "c", 0.5, tmp_path / "x")
     assert export_main(["blend", str(tmp_path / "a"), str(tmp_path / "a"), "--alpha", "1.5",
                         "-o", str(tmp_path / "x")]) == 2
     assert "outside [0, 1]" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def _interrupted_run(stop_grace_s, monkeypatch):
 
 
 def test_a_stopped_file_run_waits_for_the_encoder_to_leave_its_call(monkeypatch):
-    finished, _ = _interrupted_run(None, monkeypatch)
+    finished, _ = _interrupted_run(pipeline.FILE_STOP_GRACE_S, monkeypatch)
     assert finished  # the caller may now close the output container
 
 

@@ -139,15 +139,18 @@ def blend_weights(a: str | Path, b: str | Path, alpha: float, output: str | Path
     The sidecar records both parents (name, hash, training summary) and ``alpha``."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"blend weight {alpha} is outside [0, 1] (0 keeps the first model, 1 the second)")
-    kind = read_info(resolve_weights(a)).kind
-    info_a, tensors_a = load_state(resolve_weights(a), kind=kind)
-    info_b, tensors_b = load_state(resolve_weights(b), kind=kind)
+    path_a, path_b = resolve_weights(a), resolve_weights(b)
+    kind = read_info(path_a).kind
+    info_a, tensors_a = load_state(path_a, kind=kind)
+    info_b, tensors_b = load_state(path_b, kind=kind)
     if info_a.config != info_b.config:
         raise CheckpointError(f"cannot blend {info_a.name} and {info_b.name}: different architectures "
                               f"({info_a.config} vs {info_b.config})")
     config_cls, net_cls = ((UpsamplerConfig, Upsampler) if kind == UPSAMPLER
                            else (DownsamplerConfig, Downsampler))
     net = net_cls(config_cls.from_dict(info_a.config))
+    for path, tensors in ((path_a, tensors_a), (path_b, tensors_b)):
+        load_into(net, tensors, path)  # each parent fits the shared config (else one clear error, not a KeyError)
     mixed = {}
     for k, ta in tensors_a.items():
         tb = tensors_b[k]
