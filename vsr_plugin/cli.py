@@ -118,6 +118,24 @@ def parse_bitrate(text: str | None) -> int | None:
     return int(value)
 
 
+def _import_torch() -> None:
+    """``import torch`` with SIGINT, SIGTERM and SIGHUP held back (in the main thread). A handler that
+    raises while torch's C++ is calling back into Python during that import ends the process in
+    std::terminate ("terminate called after throwing an instance of 'pybind11::error_already_set'",
+    seen once in a loaded `make test`); held back, the signal arrives as soon as the import is
+    done, in Python code, and ends the run the usual way."""
+    import signal
+    import threading
+
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _apply_threads(args: argparse.Namespace) -> None:
     """``--threads N``: the network's torch threads (ONNX Runtime and OpenVINO take torch's count);
     the encoder gets the same cap through :class:`~vsr_plugin.media.EncodeOptions`."""
@@ -399,7 +417,6 @@ def main(argv: list[str] | None = None) -> int:
         # from stdin) aborts the process; and under `python -m` CPython 3.12 ends by SIGINT itself
         # (not 130) when the Ctrl-C landed in code run from a string (exec/eval: dataclasses and
         # namedtuples build their methods so, e.g. during a lazy import), however it was handled.
-        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
@@ -410,6 +427,7 @@ def _what_was_written(pipe: bool) -> str:
 
 
 def _main(argv: list[str], pipe: bool) -> int:
+    _import_torch()  # the imports below load it
     from .baselayer import BaseLayerError
     from .media import MediaError
     from .models import CheckpointError
