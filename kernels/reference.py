@@ -61,9 +61,11 @@ def _edge_indices(n_out: int, n_in: int, device: torch.device) -> torch.Tensor:
 
 def _space_to_depth(plane: torch.Tensor, block: int, rows: int, cols: int) -> torch.Tensor:
     """(N, h, w) -> (N, block^2, rows, cols), reading out-of-range samples from the nearest edge."""
-    ri = _edge_indices(rows * block, plane.shape[1], plane.device)
-    ci = _edge_indices(cols * block, plane.shape[2], plane.device)
-    padded = plane.index_select(1, ri).index_select(2, ci)
+    padded = plane
+    if rows * block != plane.shape[1]:
+        padded = padded.index_select(1, _edge_indices(rows * block, plane.shape[1], plane.device))
+    if cols * block != plane.shape[2]:
+        padded = padded.index_select(2, _edge_indices(cols * block, plane.shape[2], plane.device))
     return F.pixel_unshuffle(padded.unsqueeze(1), block) if block > 1 else padded.unsqueeze(1)
 
 
@@ -112,7 +114,26 @@ def pack(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block:
     _check_planes(y, u, v)
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
-    return _pack((y.to(torch.int32), u.to(torch.int32), v.to(torch.int32)), bits, block, dtype)
+    if block < 2 or block % 2:
+        raise ValueError(f"block must be an even number >= 2, got {block}")
+    stored = {p.dtype for p in (y, u, v)}
+    if not stored <= {torch.uint8, torch.uint16}:
+        return _pack((y.to(torch.int32), u.to(torch.int32), v.to(torch.int32)), bits, block, dtype)
+    # Unsigned 8/16-bit storage: each code is normalised by looking it up in the normalised values
+    # of every code the storage can hold (the same values, out-of-range codes included; computed
+    # once per call), then moved to its channel: a gather and a copy per plane instead of five
+    # arithmetic passes over the packed tensor.
+    codes = 256 if stored == {torch.uint8} else 65536
+    table = normalise(torch.arange(codes, dtype=torch.int32, device=y.device), bits, dtype)
+    rows, cols = -(-y.shape[1] // block), -(-y.shape[2] // block)
+    cb = block // 2
+    out = torch.empty((y.shape[0], packed_channels(block), rows, cols), dtype=dtype, device=y.device)
+    first = 0
+    for plane, b in zip((y, u, v), (block, cb, cb)):
+        values = table.index_select(0, plane.reshape(-1).to(torch.int32)).view(plane.shape)
+        out[:, first:first + b * b] = _space_to_depth(values, b, rows, cols)
+        first += b * b
+    return out
 
 
 def _pack(planes: tuple[torch.Tensor, ...], bits: int, block: int, dtype: torch.dtype) -> torch.Tensor:
@@ -193,7 +214,16 @@ def bilinear_upscale(plane: torch.Tensor, scale: int, out_h: int, out_w: int) ->
         raise ValueError(f"{out_w}x{out_h} is larger than x{scale} of a {plane.shape[2]}x{plane.shape[1]} plane")
     # Every weight, code and partial sum is an integer below 2**24, so float32 arithmetic is
     # exact and this separable, phase-sliced evaluation equals the formula above.
-    x = _upscale_1d(plane.to(torch.float32), scale, dim=2)[:, :, :out_w]
+    x = plane.to(torch.float32)
+    if not x.requires_grad and scale & (scale - 1) == 0 and not torch.jit.is_tracing():
+        # Without autograd and for a power-of-two scale: the same sums with the weights divided by
+        # 2s on each axis (still exact: every value is a multiple of 1 / 4s^2 below 2**16), written
+        # phase by phase into the output, so neither the edge padding, the stacking nor the final
+        # division is a pass of its own. (Not while tracing an ONNX graph: writes into slices of
+        # an empty tensor do not export.)
+        x = _upscale_1d_into(x, scale, dim=2, weight=1.0 / (2 * scale))[:, :, :out_w]
+        return _upscale_1d_into(x, scale, dim=1, weight=1.0 / (2 * scale))[:, :out_h]
+    x = _upscale_1d(x, scale, dim=2)[:, :, :out_w]
     x = _upscale_1d(x, scale, dim=1)[:, :out_h]
     return _true_div(x, float(4 * scale * scale))
 
@@ -214,6 +244,36 @@ def _upscale_1d(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
     shape = list(x.shape)
     shape[dim] = n * s
     return torch.stack(phases, dim + 1).reshape(shape)
+
+
+def _upscale_1d_into(x: torch.Tensor, s: int, dim: int, weight: float) -> torch.Tensor:
+    """:func:`_upscale_1d` times ``weight`` (exact for the callers' power-of-two weights), without
+    autograd: each phase written straight into its slots of the output."""
+    n = x.shape[dim]
+    shape = list(x.shape)
+    shape.insert(dim + 1, s)
+    out = torch.empty(shape, dtype=torch.float32, device=x.device)
+    for p in range(s):
+        o = 2 * p + 1 - s
+        d = o // (2 * s)
+        f = o - 2 * s * d
+        dst = out.select(dim + 1, p)
+        # dst[j] = (2s - f) w x[j + d] + f w x[j + d + 1], indices clamped to 0 .. n - 1 (d is -1 or 0)
+        near, far = (2 * s - f) * weight, f * weight
+        if d == -1:  # x[j - 1] and x[j]
+            torch.mul(x, far, out=dst)
+            if n > 1:
+                dst.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1), alpha=near)
+            dst.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1), alpha=near)
+        else:  # x[j] and x[j + 1]
+            torch.mul(x, near, out=dst)
+            if f:
+                if n > 1:
+                    dst.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1), alpha=far)
+                dst.narrow(dim, n - 1, 1).add_(x.narrow(dim, n - 1, 1), alpha=far)
+    shape = list(x.shape)
+    shape[dim] = n * s
+    return out.view(shape)
 
 
 def _depth_to_space_scaled(x: torch.Tensor, block: int, factor: float) -> torch.Tensor:

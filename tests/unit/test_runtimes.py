@@ -182,3 +182,34 @@ def test_planes_graph_fp16_and_its_limits(tmp_path):
     assert export_main(["onnx", "x2-codec-default-down", "--planes", "8", "-o", str(tmp_path / "d.onnx")]) == 2
     assert export_main(["onnx", "default", "--planes", "9", "-o", str(tmp_path / "n.onnx")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["planes16.onnx"]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_torch_runtime_fuses_each_convolution_with_its_relu_on_the_cpu(dtype):
+    cases = [(Upscaler, "fast"), (Upscaler, "default"), (Downscaler, "x2-codec-default-down")]
+    for engine_type, model in cases:
+        engine = engine_type(model, device="cpu", dtype=dtype)
+        fused = engine._run
+        assert isinstance(fused, runtimes.FusedCpuNetwork)
+        convs = sum(isinstance(m, torch.nn.Conv2d) for m in engine.net.modules())
+        assert len(fused.steps) == convs  # every ReLU went into the convolution before it
+        x = (torch.rand(2, engine.net.body[0].in_channels, 23, 17) * 2 - 1).to(engine.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for part in (x, x[:, :, 3:20, 2:15]):  # a tile is a strided view
+                got, want = fused(part).float(), engine.net(part).float()
+                tol = 1e-5 if dtype == "fp32" else 1e-2
+                assert got.shape == want.shape and torch.allclose(got, want, rtol=tol, atol=tol)
+
+
+def test_torch_runtime_keeps_the_module_where_the_fused_op_is_missing(monkeypatch):
+    def missing(conv):
+        raise AttributeError("'_OpNamespace' 'mkldnn' object has no attribute '_convolution_pointwise'")
+
+    monkeypatch.setattr(runtimes.FusedCpuNetwork, "_conv_relu", staticmethod(missing))
+    engine = Upscaler("fast", device="cpu", dtype="fp32")
+    assert engine._run is engine.net
+    planes = random_planes(1, 19, 26, 8)
+    monkeypatch.undo()
+    want = Upscaler("fast", device="cpu", dtype="fp32").upscale_planes(*planes, bits=8)
+    assert _max_code_difference(engine.upscale_planes(*planes, bits=8), want) <= 1  # (0 here: same sums)
