@@ -26,7 +26,8 @@ from vsr_plugin.measure.video import read_clip
 from vsr_plugin.media import VideoInput
 
 CLI = [sys.executable, "-m", "vsr_plugin.cli"]
-DECISION = re.compile(r"resolution auto: (half|full) (?:\(2x layer, CRF ([0-9.]+)\)|\(native\)) .* \(([-+][0-9.]+)\); "
+DECISION = re.compile(r"resolution auto: (half|full) (?:\(2x layer, CRF ([0-9.]+)\)|\(native\)) .* "
+                      r"\(([-+][0-9.]+)(?:, short of the [0-9.]+ lead it needs)?\); "
                       r"(\d+) segment\(s\), (\d+) frames, (\d+) probe encodes in ([0-9.]+) s")
 
 

@@ -1,5 +1,6 @@
 """--resolution auto|half|full on real files: the decision, the tags, and the restore of both kinds."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -65,6 +66,11 @@ def test_the_2x_layer_needs_a_lead_on_the_probes():
                      half=(Point(23, 1474.2, 87.6),), full_quality=88.7, half_quality=88.81, half_crf=None,
                      segments=[(12, 24)], probe_frames=24, probe_s=14.2)
     assert "half 88.81 vs full 88.70 VMAF (+0.11, short of the 0.50 lead it needs)" in close.summary()
+    # docs/probe_cost.py reads the summary line back (it missed this form once)
+    from docs.probe_cost import DECISION
+    wins = dataclasses.replace(close, choice="half", half_quality=89.9, half_crf=27.5)
+    assert DECISION.search(close.summary()).groups() == ("full", None, "+0.11", "1", "24", "3", "14.2")
+    assert DECISION.search(wins.summary()).groups() == ("half", "27.5", "+1.20", "1", "24", "3", "14.2")
 
 
 def test_full_resolution_tags_are_checked():
