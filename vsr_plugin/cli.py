@@ -27,7 +27,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
                    help="network precision (default: fp16 on CUDA; bf16 on CPUs with native BF16, else fp32)")
-    g.add_argument("--batch", type=int, default=4, help="frames per network call")
+    g.add_argument("--batch", type=int, default=None, help="frames per network call (default: 1 on the CPU, 4 on CUDA)")
     g.add_argument("--tile", type=int, default=None, help="tile edge in input pixels, to bound memory on large frames")
     g.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino", "auto"], default="torch",
                    help="where the network runs: torch, ONNX Runtime or OpenVINO (CPU; extras 'onnx', 'openvino'), "

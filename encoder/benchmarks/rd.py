@@ -527,7 +527,7 @@ def add_parser(sub) -> None:
                         "downsampler, else the '-up' sibling of a downsampler named '...-down', else --model)")
     p.add_argument("--device", default="auto", help="network device: auto, cpu, cuda")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
-    p.add_argument("--batch", type=int, default=4, help="frames per network call")
+    p.add_argument("--batch", type=int, default=None, help="frames per network call (default: 1 on the CPU, 4 on CUDA)")
     p.add_argument("--vmaf-model", default=DEFAULT_MODEL, help="libvmaf model option")
     p.add_argument("--auto-metric", default="vmaf", choices=["vmaf", "psnr"],
                    help="what the auto pipeline's probes compare (vsr-transcode --metric)")

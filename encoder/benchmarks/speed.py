@@ -316,7 +316,7 @@ def time_ffmpeg_scale(y4m: Path, width: int, height: int, count: int, flags: str
 
 # --- section 3: transcode ---------------------------------------------------------------------------
 
-def transcode_section(model: Model, clip: Path, device: str, dtype: str | None, batch: int, encode_opts: EncodeOptions,
+def transcode_section(model: Model, clip: Path, device: str, dtype: str | None, batch: int | None, encode_opts: EncodeOptions,
                       tmp: Path, *, repeat: int, vspipe: bool, threads: Sequence[int] = ()) -> dict:
     """End to end and each stage alone, each the best (shortest) of ``repeat`` runs; ``threads``:
     more end-to-end runs with the network and the encoder each capped at that many threads (what
@@ -453,7 +453,7 @@ def run_speed(args: argparse.Namespace) -> int:
     if batches_arg is not None and (not batches_arg or min(batches_arg) < 1):
         raise ValueError(f"--batches must be positive integers, got {args.batches!r}")
     for name, value, low in (("--repeat", args.repeat, 1), ("--warmup", args.warmup, 0), ("--frames", args.frames, 1),
-                             ("--e2e-frames", args.e2e_frames, 2), ("--e2e-batch", args.e2e_batch, 1),
+                             ("--e2e-frames", args.e2e_frames, 2), ("--e2e-batch", args.e2e_batch or 1, 1),
                              ("--e2e-repeat", args.e2e_repeat, 1)):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -650,7 +650,7 @@ def add_parser(sub) -> None:
     p.add_argument("--e2e-clip", default=None, help="input clip (default: a synthetic x264 clip of --e2e-size)")
     p.add_argument("--e2e-size", default="960x540")
     p.add_argument("--e2e-frames", type=int, default=48)
-    p.add_argument("--e2e-batch", type=int, default=4)
+    p.add_argument("--e2e-batch", type=int, default=None, help="default: the engine's (1 on the CPU, 4 on CUDA)")
     p.add_argument("--e2e-repeat", type=int, default=2, help="runs of each transcode measurement (best kept)")
     p.add_argument("--e2e-codec", default="libx264", choices=["libx264", "libx265", "libsvtav1"])
     p.add_argument("--e2e-crf", type=float, default=None, help="default: the codec's vsr-transcode default")

@@ -4,7 +4,7 @@ import torch
 
 from tests.conftest import random_planes, smooth_rgb
 from tests.unit.test_models import randomised
-from vsr_plugin.engine import EngineOptions, Upscaler
+from vsr_plugin.engine import Downscaler, EngineOptions, Upscaler, default_batch
 from vsr_plugin.models import UpsamplerConfig
 from vsr_plugin.yuv import Colorimetry, rgb_to_frame
 
@@ -111,3 +111,10 @@ def test_a_downsampler_with_a_zero_tail_is_skipped_exactly(bits, h, w):
     with torch.no_grad():
         net.tail.bias[0] = 0.01
     assert not Downscaler(net, device="cpu", dtype="fp32").zero_residual
+
+
+def test_default_batch_follows_the_device():
+    assert Upscaler("fast", device="cpu").options.batch == 1
+    assert Downscaler("x2-codec-default-down", device="cpu").options.batch == 1
+    assert Upscaler("fast", device="cpu", batch=3).options.batch == 3
+    assert default_batch(torch.device("cuda")) == 4 and default_batch(torch.device("cpu")) == 1
