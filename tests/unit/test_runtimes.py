@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import random_planes
+from tests.unit.test_models import randomised
 from vsr_plugin import runtimes
 from vsr_plugin.engine import Downscaler, EngineOptions, Upscaler
 from vsr_plugin.export import main as export_main
@@ -186,13 +187,16 @@ def test_planes_graph_fp16_and_its_limits(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_torch_runtime_fuses_each_convolution_with_its_relu_on_the_cpu(dtype):
-    cases = [(Upscaler, "fast"), (Upscaler, "default"), (Downscaler, "x2-codec-default-down")]
+    attention = randomised(UpsamplerConfig(channels=16, blocks=2, attention=True, attention_pool=4))
+    cases = [(Upscaler, "fast"), (Upscaler, "default"), (Downscaler, "x2-codec-default-down"), (Upscaler, attention)]
     for engine_type, model in cases:
         engine = engine_type(model, device="cpu", dtype=dtype)
         fused = engine._run
         assert isinstance(fused, runtimes.FusedCpuNetwork)
-        convs = sum(isinstance(m, torch.nn.Conv2d) for m in engine.net.modules())
-        assert len(fused.steps) == convs  # every ReLU went into the convolution before it
+        body = list(engine.net.body)
+        # every ReLU went into the convolution before it; attention stays a step of its own
+        assert len(fused.steps) == len(body) + 1 - sum(isinstance(m, torch.nn.ReLU) for m in body)
+        assert not any(isinstance(step, torch.nn.ReLU) for step in fused.steps)
         x = (torch.rand(2, engine.net.body[0].in_channels, 23, 17) * 2 - 1).to(engine.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
