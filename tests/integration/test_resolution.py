@@ -223,3 +223,13 @@ def test_y4m_probes_decode_from_the_start(tmp_path):
     clip, _, _ = read_segments(y4m, lambda n, fps: [(4, 3)])
     assert len(clip.frames) == 3
     assert all(pa.tobytes() == pb.tobytes() for a, b in zip(clip.frames, whole[4:7]) for pa, pb in zip(a.planes, b.planes))
+
+
+def test_docs_auto_rate_reads_the_half_decisions_of_a_report():
+    from docs.auto_rate import ratios
+    report = {"clips": [{"name": "c", "points": [{"pipeline": "native", "crf": 36, "kbps": 1000.0},
+                                                 {"pipeline": "native", "crf": 40, "kbps": 700.0},
+                                                 {"pipeline": "vsr", "crf": 27, "kbps": 990.0}],
+                         "auto": [{"full_crf": 36, "resolution": "half", "kbps": 1100.0},
+                                  {"full_crf": 40, "resolution": "full", "kbps": 700.0}]}]}
+    assert ratios(report) == [("c", 36, 1.1)]
