@@ -185,6 +185,8 @@ def test_planes_graph_fp16_and_its_limits(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["planes16.onnx"]
 
 
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_convolution_pointwise"),
+                    reason="this torch build has no fused oneDNN convolution (the engine runs the module)")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_torch_runtime_fuses_each_convolution_with_its_relu_on_the_cpu(dtype):
     attention = randomised(UpsamplerConfig(channels=16, blocks=2, attention=True, attention_pool=4))
