@@ -11,7 +11,11 @@
 # speed (fps and memory; x264 medium and veryfast), auto (--resolution auto measured like the other
 # pipelines on the natural clips, reusing rdvideo's native points (rd1080 has the 1080p ones), and its probe
 # cost on those clips and a 10 s 1080p clip). Optional, not in the default set: rd1080-x265 and
-# rd1080-av1 (same clips, other codecs).
+# rd1080-av1 (same clips, other codecs); cpu (the CPU speed reports named *_$MACHINE, default "xeon":
+# runtimes and precisions, one frame per call against four, the transcode with x264 medium and
+# veryfast, the probe cost on the 30 s clip; the *_unfused reports were this step run at be8aa2b, before
+# the fused CPU path, and are not reproduced by this code); lossless (the lossless pairs runs/pair-ll*,
+# skipped when absent).
 #
 # Environment:
 #   VSR_DATA    data root (default ../shared/data)
@@ -30,6 +34,7 @@ MODEL_ARGS=${MODEL_ARGS:-}
 DEVICE=${DEVICE:-auto}
 STEPS=${STEPS:-clips rd1080 ablation rdvideo sr speed auto perceptual}
 ABLATION=${ABLATION:-runs/pair-default-nocodec/best-down}
+MACHINE=${MACHINE:-xeon}
 BENCH=${BENCH:-.venv/bin/vsr-bench}
 
 URBAN=()   # six 1024x768 Urban100 photos -> a 3x2 mosaic (3072x1536)
@@ -99,11 +104,40 @@ if has auto; then
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_60s_1080p.mkv" "$CLIPS/urban_30s_1080p.mkv" \
         --crf 32 --name probe_cost_long --out "$OUT"
 fi
+if has cpu; then
+    run "$BENCH" speed --models x2-fast,x2-default --sizes 960x540 --devices cpu --dtypes fp32,bf16 \
+        --out "$OUT" --name "speed_runtimes_$MACHINE"
+    run "$BENCH" speed --models x2-fast,x2-default --sizes 960x540 --devices cpu --dtypes bf16 --runtimes torch \
+        --batches 1,4 --no-e2e --no-vspipe --out "$OUT" --name "speed_batch_$MACHINE"
+    run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 --e2e-repeat 3 \
+        --out "$OUT" --name "speed_transcode_$MACHINE"
+    run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 \
+        --e2e-preset veryfast --e2e-threads 1,2 --e2e-repeat 3 --out "$OUT" --name "speed_transcode_veryfast_$MACHINE"
+    [[ -f "$CLIPS/urban_30s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 \
+        --size 1920x1080 --frames 720 -o "$CLIPS/urban_30s_1080p.mkv"
+    run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_30s_1080p.mkv" "${HD[0]}" --crf 32,40 \
+        --name "probe_cost_30s_$MACHINE" --out "$OUT"
+fi
+if has lossless; then
+    PAIRS=""
+    for r in runs/pair-ll runs/pair-ll-b03 runs/pair-ll-b10 runs/pair-ll-b30; do
+        [[ -f "$r/best-down.safetensors" ]] && PAIRS="$PAIRS${PAIRS:+,}$r/best-down:$r/best-up"
+    done
+    if [[ -n "$PAIRS" ]]; then
+        run "$BENCH" sr --data "$DATA" --models x2-default,runs/pair-ll-b30/best-up --pairs "$PAIRS" --no-speed \
+            --dtype fp32 --out "$OUT/sr_pair_lossless"
+        mv "$OUT/sr_pair_lossless/sr_x2.md" "$OUT/sr_x2_pair_lossless.md"
+        mv "$OUT/sr_pair_lossless/sr_x2.json" "$OUT/sr_x2_pair_lossless.json"
+        rmdir "$OUT/sr_pair_lossless"
+    else
+        echo "lossless: no runs/pair-ll* weights here (docs/benchmarks.md has the training commands); skipped"
+    fi
+fi
 if has perceptual; then  # x2-perceptual against x2-default in the sr pipeline, VMAF and VMAF-NEG (#14)
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
         --reuse "$OUT/rd_1080p_libx264.json" --name rd_1080p_libx264_perceptual
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-default --dtype fp32 \
-        --vmaf-model version=vmaf_v0.6.1neg --name rd_1080p_libx264_neg
+        --vmaf-model version=vmaf_v0.6.1neg --reuse "$OUT/rd_1080p_libx264_perceptual_neg.json" --name rd_1080p_libx264_neg
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
         --vmaf-model version=vmaf_v0.6.1neg --reuse "$OUT/rd_1080p_libx264_neg.json" --name rd_1080p_libx264_perceptual_neg
 fi
