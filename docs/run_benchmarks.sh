@@ -136,8 +136,10 @@ fi
 if has perceptual; then  # x2-perceptual against x2-default in the sr pipeline, VMAF and VMAF-NEG (#14)
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
         --reuse "$OUT/rd_1080p_libx264.json" --name rd_1080p_libx264_perceptual
+    NEG_REUSE=()  # the natives of an earlier perceptual NEG report, where there is one (as measured)
+    [[ -f "$OUT/rd_1080p_libx264_perceptual_neg.json" ]] && NEG_REUSE=(--reuse "$OUT/rd_1080p_libx264_perceptual_neg.json")
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-default --dtype fp32 \
-        --vmaf-model version=vmaf_v0.6.1neg --reuse "$OUT/rd_1080p_libx264_perceptual_neg.json" --name rd_1080p_libx264_neg
+        --vmaf-model version=vmaf_v0.6.1neg "${NEG_REUSE[@]}" --name rd_1080p_libx264_neg
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
         --vmaf-model version=vmaf_v0.6.1neg --reuse "$OUT/rd_1080p_libx264_neg.json" --name rd_1080p_libx264_perceptual_neg
 fi
