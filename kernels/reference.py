@@ -21,6 +21,8 @@ Packed layout (DESIGN.md, "Tensor contracts")::
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -114,36 +116,32 @@ def pack(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block:
     _check_planes(y, u, v)
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
-    if block < 2 or block % 2:
-        raise ValueError(f"block must be an even number >= 2, got {block}")
     stored = {p.dtype for p in (y, u, v)}
-    if not stored <= {torch.uint8, torch.uint16}:
-        return _pack((y.to(torch.int32), u.to(torch.int32), v.to(torch.int32)), bits, block, dtype)
-    # Unsigned 8/16-bit storage: each code is normalised by looking it up in the normalised values
-    # of every code the storage can hold (the same values, out-of-range codes included; computed
-    # once per call), then moved to its channel: a gather and a copy per plane instead of five
-    # arithmetic passes over the packed tensor.
-    codes = 256 if stored == {torch.uint8} else 65536
-    table = normalise(torch.arange(codes, dtype=torch.int32, device=y.device), bits, dtype)
-    rows, cols = -(-y.shape[1] // block), -(-y.shape[2] // block)
-    cb = block // 2
-    out = torch.empty((y.shape[0], packed_channels(block), rows, cols), dtype=dtype, device=y.device)
-    first = 0
-    for plane, b in zip((y, u, v), (block, cb, cb)):
-        values = table.index_select(0, plane.reshape(-1).to(torch.int32)).view(plane.shape)
-        out[:, first:first + b * b] = _space_to_depth(values, b, rows, cols)
-        first += b * b
-    return out
+    if stored <= {torch.uint8, torch.uint16}:
+        # Each code looked up in the normalised values of every code the storage can hold (the
+        # same values, out-of-range codes included): a gather per plane instead of five
+        # arithmetic passes.
+        table = _normalised_codes(256 if stored == {torch.uint8} else 65536, bits, dtype, y.device)
+        values = [table.index_select(0, p.reshape(-1).to(torch.int32)).view(p.shape) for p in (y, u, v)]
+    else:
+        values = [normalise(p.to(torch.int32), bits, dtype) for p in (y, u, v)]
+    return _pack(values, block)
 
 
-def _pack(planes: tuple[torch.Tensor, ...], bits: int, block: int, dtype: torch.dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=32)
+def _normalised_codes(count: int, bits: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`normalise` of the codes ``0 .. count - 1`` (a lookup table; read, never written)."""
+    return normalise(torch.arange(count, dtype=torch.int32, device=device), bits, dtype)
+
+
+def _pack(values: list[torch.Tensor], block: int) -> torch.Tensor:
+    """Normalised Y, U, V planes -> the packed layout of :func:`pack` (differentiable)."""
     if block < 2 or block % 2:
         raise ValueError(f"block must be an even number >= 2, got {block}")
-    y = planes[0]
+    y = values[0]
     rows, cols = -(-y.shape[1] // block), -(-y.shape[2] // block)
     cb = block // 2
-    parts = [_space_to_depth(p, b, rows, cols) for p, b in zip(planes, (block, cb, cb))]
-    return normalise(torch.cat(parts, dim=1), bits, dtype)
+    return torch.cat([_space_to_depth(p, b, rows, cols) for p, b in zip(values, (block, cb, cb))], dim=1)
 
 
 def pack_float(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, block: int = 2) -> torch.Tensor:
@@ -158,7 +156,7 @@ def pack_float(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, bits: int, 
         raise ValueError(f"4:2:0 chroma must be {want} for Y {tuple(y.shape)}; got U {tuple(u.shape)}, V {tuple(v.shape)}")
     if not all(p.dtype == torch.float32 for p in (y, u, v)):
         raise ValueError("pack_float takes float32 planes")
-    return _pack((y, u, v), bits, block, torch.float32)
+    return _pack([normalise(p, bits) for p in (y, u, v)], block)
 
 
 def denormalise(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -228,6 +226,14 @@ def bilinear_upscale(plane: torch.Tensor, scale: int, out_h: int, out_w: int) ->
     return _true_div(x, float(4 * scale * scale))
 
 
+def _phase_taps(p: int, s: int) -> tuple[int, int]:
+    """Output phase ``p`` of a 1-D bilinear x``s``: ``o = 2p + 1 - s``, source offset
+    ``d = floor(o / 2s)`` and far-tap weight ``f = o - 2s d`` (near tap ``2s - f``)."""
+    o = 2 * p + 1 - s
+    d = o // (2 * s)
+    return d, o - 2 * s * d
+
+
 def _upscale_1d(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
     """Unnormalised 1-D bilinear x``s`` along ``dim``: output ``s*j + p`` is
     ``(2s - f) * x[j + d] + f * x[j + d + 1]`` with ``o = 2p + 1 - s``, ``d = floor(o / 2s)``,
@@ -236,9 +242,7 @@ def _upscale_1d(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
     xp = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim)
     phases = []
     for p in range(s):
-        o = 2 * p + 1 - s
-        d = o // (2 * s)
-        f = o - 2 * s * d
+        d, f = _phase_taps(p, s)
         a = xp.narrow(dim, 1 + d, n) * float(2 * s - f)
         phases.append(a.add_(xp.narrow(dim, 2 + d, n), alpha=float(f)) if f else a)
     shape = list(x.shape)
@@ -254,9 +258,7 @@ def _upscale_1d_into(x: torch.Tensor, s: int, dim: int, weight: float) -> torch.
     shape.insert(dim + 1, s)
     out = torch.empty(shape, dtype=torch.float32, device=x.device)
     for p in range(s):
-        o = 2 * p + 1 - s
-        d = o // (2 * s)
-        f = o - 2 * s * d
+        d, f = _phase_taps(p, s)
         dst = out.select(dim + 1, p)
         # dst[j] = (2s - f) w x[j + d] + f w x[j + d + 1], indices clamped to 0 .. n - 1 (d is -1 or 0)
         near, far = (2 * s - f) * weight, f * weight

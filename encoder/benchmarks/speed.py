@@ -453,7 +453,7 @@ def run_speed(args: argparse.Namespace) -> int:
     if batches_arg is not None and (not batches_arg or min(batches_arg) < 1):
         raise ValueError(f"--batches must be positive integers, got {args.batches!r}")
     for name, value, low in (("--repeat", args.repeat, 1), ("--warmup", args.warmup, 0), ("--frames", args.frames, 1),
-                             ("--e2e-frames", args.e2e_frames, 2), ("--e2e-batch", args.e2e_batch or 1, 1),
+                             ("--e2e-frames", args.e2e_frames, 2), ("--e2e-batch", 1 if args.e2e_batch is None else args.e2e_batch, 1),
                              ("--e2e-repeat", args.e2e_repeat, 1)):
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
