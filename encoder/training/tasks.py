@@ -192,8 +192,10 @@ class JointTask:
             up = Upsampler(cfg.architecture())
         if cfg.init_down:
             down, _ = load_downsampler(cfg.init_down, scale=cfg.scale)
+            if cfg.down_model and down.config != DOWN_PRESETS[cfg.down_model]:
+                down = Downsampler.grown(down, DOWN_PRESETS[cfg.down_model], generator=torch.Generator().manual_seed(cfg.seed))
         else:
-            down = Downsampler(DOWN_PRESETS[cfg.down_model])
+            down = Downsampler(DOWN_PRESETS[cfg.down_model or "default"])
         lo, hi = cfg.proxy_quality_range
         proxy = ProxyConfig(noise=cfg.proxy_noise, codec=cfg.proxy_codec, codec_fraction=cfg.proxy_codec_fraction,
                             quality=(lo, hi))
@@ -206,7 +208,8 @@ class JointTask:
         p = self.model.proxy
         codec = f"{p.codec} on {p.codec_fraction:.0%} of batches" if p.codec != "none" else "no codec"
         noise = f"noise sigma <= {p.noise:g}" if p.noise > 0 else "no noise"
-        return f"joint {self.cfg.down_model} downsampler + upsampler (from {self.init_up}), proxy: {codec}, {noise}"
+        down = self.model.down.config
+        return f"joint {down.channels}x{down.blocks} downsampler + upsampler (from {self.init_up}), proxy: {codec}, {noise}"
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         sr, res_down, base_layer, _ = model(*hr)

@@ -102,8 +102,10 @@ class TrainConfig:
     resume: bool = False             # continue from OUT/state.* if present
     init: str = ""                   # start the upsampler from these weights (joint: default = the shipped
                                      # SR weights of --model; "random" for none)
-    down_model: str = "default"      # joint: downsampler preset: fast | default
-    init_down: str = ""              # joint: start the downsampler from these weights
+    down_model: str = ""             # joint: downsampler preset: fast | default | large; "" = default, or
+                                     # --init-down's own architecture
+    init_down: str = ""              # joint: start the downsampler from these weights (grown to --down-model
+                                     # when that preset is wider or deeper: Downsampler.grown)
     proxy_noise: float = 2.0         # joint: largest Gaussian noise sigma (8-bit codes); 0 off
     proxy_codec: str = "x264"        # joint: real codec round trips: none | x264 | jpeg
     proxy_codec_fraction: float = 0.5  # joint: share of batches through the real codec
@@ -163,7 +165,7 @@ class TrainConfig:
                 raise ValueError("--degradation applies to sr and gan modes; joint training has its own codec proxy")
             if self.degrade_specs()[0].size < self.crop:
                 raise ValueError(f"degrade_window {self.degrade_window} is smaller than the crop {self.crop}")
-        if self.mode == "joint" and self.down_model not in DOWN_PRESETS:
+        if self.mode == "joint" and self.down_model and self.down_model not in DOWN_PRESETS:
             raise ValueError(f"down_model must be one of {', '.join(DOWN_PRESETS)}, got {self.down_model!r}")
         if self.mode == "joint" and self.crop % 8:
             raise ValueError(f"joint training needs a crop that is a multiple of 8, got {self.crop}")
@@ -599,7 +601,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
 def _summary(cfg: TrainConfig, step: int, best: float, history: list, ctx: Dist, elapsed_s: float) -> dict:
     return {
         "mode": cfg.mode,
-        "preset": f"{cfg.down_model} down / {cfg.model} up" if cfg.mode == "joint" else cfg.model,
+        "preset": f"{cfg.down_model or cfg.init_down or 'default'} down / {cfg.model} up" if cfg.mode == "joint" else cfg.model,
         "data": cfg.data,
         "steps": step,
         "batch": cfg.batch * cfg.accum * ctx.world,

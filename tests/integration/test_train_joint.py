@@ -10,6 +10,7 @@ from encoder.training.codec import ProxyConfig, apply_proxy, codec_round_trip, q
 from encoder.training.data import CropSampler, list_images, load_pairs
 from encoder.training.tasks import JointTask
 from encoder.training.train import config_from_args, train
+from tests.conftest import random_planes
 from vsr_plugin.models import load_downsampler, load_upsampler
 
 JOINT = ["--mode", "joint", "--model", "fast", "--down-model", "fast", "--crop", "32", "--batch", "4",
@@ -84,6 +85,20 @@ def test_joint_smoke_run_reduces_the_loss(image_dir, tmp_path, codec):
     down, _ = load_downsampler(out / "best-down")
     up, _ = load_upsampler(out / "best-up")
     assert down.config.channels == 32 and up.config.channels == 32
+
+
+def test_init_down_is_grown_to_a_larger_down_model_and_kept_otherwise(image_dir, tmp_path):
+    argv = JOINT[:4] + ["--data", str(image_dir), "--out", str(tmp_path / "g"), "--init-down", "x2-codec-default-down"]
+    shipped, _ = load_downsampler("x2-codec-default-down")
+    packed = kernels.pack(*random_planes(2, 36, 44, 8), bits=8, block=4)
+    kept = JointTask(config_from_args(argv), torch.device("cpu"), torch.Generator(), nullcontext)
+    assert kept.model.down.config == shipped.config
+    grown = JointTask(config_from_args(argv + ["--down-model", "large"]), torch.device("cpu"), torch.Generator(),
+                      nullcontext)
+    assert grown.model.down.config.channels == 64 and grown.model.down.config.blocks == 8
+    assert "64x8 downsampler" in grown.describe()
+    with torch.no_grad():
+        torch.testing.assert_close(grown.model.down.float()(packed), shipped(packed), rtol=1e-5, atol=1e-5)
 
 
 def test_rate_term_prices_a_base_layer_that_costs_more_than_bicubic(image_dir, tmp_path):

@@ -6,8 +6,8 @@ import torch
 import kernels
 from tests.conftest import random_planes
 from vsr_plugin.engine import Upscaler
-from vsr_plugin.models import (PRESETS, CheckpointError, PooledSelfAttention, Upsampler, UpsamplerConfig,
-                               load_upsampler, save_upsampler)
+from vsr_plugin.models import (DOWN_PRESETS, PRESETS, CheckpointError, Downsampler, DownsamplerConfig,
+                               PooledSelfAttention, Upsampler, UpsamplerConfig, load_upsampler, save_upsampler)
 
 
 def randomised(config: UpsamplerConfig, seed: int = 0) -> Upsampler:
@@ -189,6 +189,27 @@ def test_deepened_network_equals_the_shallow_one_and_then_learns_more():
         Upsampler.deepened(deep, 3)
     with pytest.raises(ValueError, match="plain network without attention"):
         Upsampler.deepened(randomised(UpsamplerConfig(channels=16, blocks=2, attention=True)), 4)
+
+
+def test_grown_downsampler_equals_the_small_one_and_its_new_channels_learn():
+    torch.manual_seed(5)
+    small = Downsampler(DownsamplerConfig(channels=8, blocks=1))
+    for p in small.parameters():  # a trained-looking network: non-zero tail, biases of both signs
+        torch.nn.init.normal_(p, std=0.2)
+    big = Downsampler.grown(small, DownsamplerConfig(channels=12, blocks=3), generator=torch.Generator().manual_seed(0))
+    assert big.config == DownsamplerConfig(channels=12, blocks=3)
+    packed = kernels.pack(*random_planes(4, 21, 34, 8), bits=8, block=4)
+    with torch.no_grad():
+        torch.testing.assert_close(big(packed), small(packed), rtol=1e-6, atol=1e-6)
+    # the new channels are live: they carry activations, and their output weights get gradient
+    feats = big.body[:2](packed)
+    assert feats[:, 8:].abs().sum() > 0
+    big(packed).square().mean().backward()
+    assert big.tail.weight.grad[:, 8:].abs().sum() > 0
+    assert big.body[2].weight.grad[:8, 8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="may only increase"):
+        Downsampler.grown(big, DownsamplerConfig(channels=8, blocks=3))
+    assert DOWN_PRESETS["large"].channels > DOWN_PRESETS["default"].channels
 
 
 def test_blend_interpolates_two_networks_and_keeps_the_parents_exactly(tmp_path):

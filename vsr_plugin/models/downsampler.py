@@ -36,6 +36,8 @@ class DownsamplerConfig(ConfigDict):
 DOWN_PRESETS = {
     "fast": DownsamplerConfig(channels=32, blocks=2),
     "default": DownsamplerConfig(channels=48, blocks=4),
+    # about 3.3x default's convolution work, still about 0.7x the default upsampler's per output pixel
+    "large": DownsamplerConfig(channels=64, blocks=8),
 }
 
 
@@ -72,6 +74,41 @@ class Downsampler(nn.Module):
     @property
     def receptive_radius(self) -> int:
         return self.config.blocks + 2
+
+    @classmethod
+    @torch.no_grad()
+    def grown(cls, net: Downsampler, config: DownsamplerConfig, *,
+              generator: torch.Generator | None = None) -> Downsampler:
+        """``net`` as a wider and deeper network that computes the same function (Net2WiderNet and
+        Net2DeeperNet, Chen et al., 2016).
+
+        New channels get small random input weights and zero output weights (they start silent
+        but receive gradient); new blocks, appended before the tail, start as identity
+        convolutions (their input is a ReLU output, so ReLU(identity) changes nothing). Training a
+        larger downsampler from a trained smaller one avoids the zero-tail start, from which joint
+        bf16 training leaves the base layer at the bicubic reduction (docs/benchmarks.md).
+        """
+        old = net.config
+        if config.scale != old.scale or config.channels < old.channels or config.blocks < old.blocks:
+            raise ValueError(f"cannot grow {old} into {config}: width and depth may only increase")
+        new = cls(config)
+        c = old.channels
+        src = [m for m in net.body if isinstance(m, nn.Conv2d)] + [net.tail]
+        dst = [m for m in new.body if isinstance(m, nn.Conv2d)]
+        # the old convolutions map onto the first ones of the new body and the tail; the rest are new blocks
+        pairs = list(zip(src[:-1], dst)) + [(src[-1], new.tail)]
+        for k, (a, b) in enumerate(pairs):
+            w_new = torch.zeros_like(b.weight)
+            if k < len(pairs) - 1:  # a body conv: random incoming weights for the new output channels
+                w_new[c:].normal_(0.0, 1e-3, generator=generator)
+            w_new[:a.out_channels, :a.in_channels] = a.weight
+            b.weight.copy_(w_new)
+            b.bias.zero_()
+            b.bias[:a.out_channels] = a.bias
+        for b in dst[len(src) - 1:]:
+            nn.init.dirac_(b.weight)
+            b.bias.zero_()
+        return new.to(net.tail.weight.device, net.tail.weight.dtype).train(net.training)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
         """``(N, 24, h, w)`` packed full-resolution frame -> ``(N, 6, h, w)`` residual."""
