@@ -406,8 +406,8 @@ def run_rd(args: argparse.Namespace) -> int:
     config = LadderConfig(codec=codec, preset=args.preset or DEFAULT_PRESET[codec],
                           crf_full=parse_ladder(args.crf_full) if args.crf_full else ladders["full"],
                           crf_half=parse_ladder(args.crf_half) if args.crf_half else ladders["half"],
-                          vmaf_model=args.vmaf_model, vmaf_threads=args.threads,
-                          lossless_check=not args.no_lossless_check)
+                          vmaf_model=args.vmaf_model, lossless_check=not args.no_lossless_check,
+                          **({"vmaf_threads": args.threads} if args.threads is not None else {}))
     old = load_reusable(args.reuse, config)
     names = [n.strip() for n in args.pipelines.split(",") if n.strip()]
     if not names:
@@ -531,7 +531,8 @@ def add_parser(sub) -> None:
     p.add_argument("--vmaf-model", default=DEFAULT_MODEL, help="libvmaf model option")
     p.add_argument("--auto-metric", default="vmaf", choices=["vmaf", "psnr"],
                    help="what the auto pipeline's probes compare (vsr-transcode --metric)")
-    p.add_argument("--threads", type=int, default=0, help="libvmaf threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="libvmaf threads (default: the cores, up to 8; 0: none); the scores do not depend on it")
     p.add_argument("--min-overlap", type=float, default=bdrate.DEFAULT_MIN_OVERLAP,
                    help="overlap (fraction of the union of the two ranges) below which a BD value is flagged")
     p.add_argument("--no-lossless-check", action="store_true",

@@ -37,6 +37,18 @@ def test_separable_ssim_equals_the_2d_window():
     assert metrics.ssim(a, a) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype,high", [(np.uint8, 256), (np.uint16, 1024), (np.uint16, 65536), (np.int16, 600)])
+def test_integer_mse_is_the_exact_float64_mean(dtype, high):
+    rng = np.random.default_rng(high)
+    a, b = (rng.integers(0, high, (67, 45)).astype(dtype) for _ in range(2))
+    exact = sum(int(x) ** 2 for x in (a.astype(np.int64) - b).ravel()) / a.size
+    assert metrics.mse(a, b) == exact == float(((torch.from_numpy(a).double() - torch.from_numpy(b).double()) ** 2).mean())
+    assert metrics.mse(torch.from_numpy(a), torch.from_numpy(b)) == exact
+    assert metrics.mse(a.astype(np.float32), b) == pytest.approx(exact, rel=1e-12)  # the float path
+    with pytest.raises(ValueError, match="shape mismatch"):
+        metrics.mse(a, b[:, :-1])
+
+
 def test_frame_quality_of_identical_frames_is_capped():
     f = rgb_to_frame(smooth_rgb(48, 64, seed=1))
     q = metrics.frame_quality(f, f)

@@ -15,6 +15,7 @@ even sizes) and cropped after decoding; the restored result is cropped to ``H x 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ class LadderConfig:
     vmaf_model: str | None = DEFAULT_MODEL  # None: no VMAF (PSNR only)
     ssim: bool = True
     keyframes_every: int | None = None      # force a keyframe every N frames (clips of N-frame segments)
-    vmaf_threads: int = 0
+    vmaf_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))  # libvmaf n_threads (same scores)
     lossless_check: bool = True
 
     def __post_init__(self) -> None:

@@ -22,10 +22,23 @@ def shave(x: np.ndarray, border: int) -> np.ndarray:
 
 
 def mse(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    a, b = _as_float(a), _as_float(b)
-    if a.shape != b.shape:
+    if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if _is_integer(a) and _is_integer(b):
+        # Integer codes (up to 16 bits): the exact int64 sum of squared differences, which is what
+        # the float64 mean below computes too (every partial sum is an integer below 2**53), in a
+        # quarter of the time (the metrics of every probe and benchmark point, per frame).
+        d = np.subtract(np.asarray(a), np.asarray(b), dtype=np.int32).ravel()
+        return float(np.einsum("i,i->", d, d, dtype=np.int64)) / d.size if d.size else math.nan
+    a, b = _as_float(a), _as_float(b)
     return float(((a - b) ** 2).mean())
+
+
+def _is_integer(x: np.ndarray | torch.Tensor) -> bool:
+    """8- or 16-bit integer samples on the CPU (whose differences fit int32 and squares int64 sums)."""
+    if isinstance(x, torch.Tensor):
+        return x.device.type == "cpu" and x.dtype in (torch.uint8, torch.int8, torch.uint16, torch.int16)
+    return np.asarray(x).dtype in (np.uint8, np.int8, np.uint16, np.int16)
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, *, peak: float = 255.0) -> float:
