@@ -99,6 +99,10 @@ if has auto; then
     # report); rd_*_auto (no suffix) hold the previous pair's
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,auto --reuse "$OUT/rd_video_libx264.json" \
         --name rd_video_libx264_perceptual_auto
+    rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,auto --auto-metric psnr \
+        --reuse "$OUT/rd_video_libx264_perceptual_auto.json" --name rd_video_libx264_perceptual_auto_psnr
+    rd "${HD[@]}" --codec libx264 --pipelines native,vsr,auto --auto-metric psnr --dtype fp32 \
+        --reuse "$OUT/rd_1080p_libx264.json" --name rd_1080p_libx264_auto_psnr
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_30s_1080p.mkv" "${HD[0]}" --crf 32,40 \
         --name probe_cost_30s --out "$OUT"
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_60s_1080p.mkv" "$CLIPS/urban_30s_1080p.mkv" \

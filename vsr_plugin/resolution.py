@@ -9,8 +9,10 @@ one clip at the user's rate, with the models the clip would be coded with:
 * **Probes**: a few short segments spread over the clip (:func:`probe_segments`), decoded into one
   probe clip with a keyframe at each join, encoded both ways with the user's codec and preset,
   restored (the half side with the pair's upsampler) and measured against the original with the
-  user's metric (:mod:`vsr_plugin.measure.ladder`, as ``vsr-bench rd`` measures). A probe's rate
-  is taken as the whole clip's would be: its keyframes' bytes spread over the clip's GOPs
+  user's metric (:mod:`vsr_plugin.measure.ladder`, as ``vsr-bench rd`` measures). Each segment is
+  encoded with a lead-out (:data:`LEAD_OUT_SECONDS` more frames, not counted or measured), so the
+  encoder's lookahead sees a future past the measured frames as it does inside the clip. A probe's
+  rate is taken as the whole clip's would be: its keyframes' bytes spread over the clip's GOPs
   (:func:`clip_kbps`).
 * **Points**: the full side at two CRFs (the slope of its rate–quality curve and of its rate with
   CRF), the half side at the CRF expected to spend the target rate, and at a second, corrected CRF
@@ -41,18 +43,25 @@ from .media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
 
 METRICS = ("vmaf", "psnr")  # psnr: PSNR-Y
 SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by 2-4 VMAF more, measured)
+# Encoded after each segment but not counted: without it the segment's last frames are the stream's
+# last, which x264's lookahead (mb-tree) codes cheaper and worse than inside the clip, the half layer
+# far more than the full one (nature 1080p, x264 medium, CRF 36 / 27: the P and B frames of the probe
+# cost 0.86x the same frames of the whole-clip encode at full size, 0.66x at half size; with 12
+# frames of lead-out 0.97x and 0.90x), so the probes read the half layer as cheaper than it is.
+LEAD_OUT_SECONDS = 0.5
 PROBE_SHARE = 0.02           # probe frames as a share of the clip's frames (a probe frame costs about 9
                              # frames of the final 1080p encode, so about 18% of it on long clips) ...
 MAX_SEGMENTS = 6             # ... in at least one and at most this many segments
 FULL_CRF_STEP = 4.0          # the second full-resolution probe, this many CRF steps above the first
 FIRST_GUESS_CRF = {"libx264": 26.0, "libx265": 28.0, "libsvtav1": 40.0}  # --bitrate: where the search starts
 KEYINT_SECONDS = {"libsvtav1": 5.0}  # the encoders' default keyframe interval: x264/x265 250 frames, SVT-AV1 ~5 s
-# The lead the 2x layer needs on the probes to be chosen. The probes lean its way: on the 1080p rd
-# clips they read the half layer's rate 5-9% lower against the clip's than the full one's (a chosen
-# half layer then spends 7-14% more than native at the same CRF), and a near-tie called for half
-# there was 1.8 VMAF below native (urban, x264 CRF 32: +0.11 on the probes). A tie costs little
-# either way; the full-resolution file needs no upsampler.
-HALF_LEAD = {"vmaf": 0.5, "psnr": 0.05}
+# The lead the 2x layer needs on the probes to be chosen. A tie costs little either way and the
+# full-resolution file needs no upsampler. Before the lead-out the probes leaned the 2x layer's way
+# (a near-tie called for half on urban 1080p, x264 CRF 32: +0.11 on the probes, 1.8 VMAF below native;
+# 0.5 was the lead then); with it that probe reads -1.51 against a true -1.50, and the probe margins
+# within 0.5 of zero on the 1080p and natural rd clips were within 0.8 VMAF of the truth, off either way
+# (bikes, CRF 28: +0.41 on the probes, +1.2 true; docs/benchmarks.md).
+HALF_LEAD = {"vmaf": 0.25, "psnr": 0.05}
 
 
 def keyframes_in(frames: int, fps: float, codec: str) -> int:
@@ -79,15 +88,23 @@ def half_crf_offset(codec: str) -> float:
     return (sum(ladders["full"]) / len(ladders["full"])) - (sum(ladders["half"]) / len(ladders["half"]))
 
 
+def segment_frames(total: int, rate: float) -> tuple[int, int]:
+    """Measured frames of one probe segment of a ``total``-frame clip, and the lead-out frames
+    encoded after them (fewer where the clip is too short)."""
+    length = max(2, min(total, round(SEGMENT_SECONDS * rate)))
+    return length, max(0, min(round(LEAD_OUT_SECONDS * rate), total - length))
+
+
 def probe_segments(total: int, rate: float, *, share: float = PROBE_SHARE,
                    max_segments: int = MAX_SEGMENTS) -> list[tuple[int, int]]:
     """``(first frame, frames)`` of the probe segments of a ``total``-frame clip: segments of
-    :data:`SEGMENT_SECONDS`, as many as ``share`` of the frames makes (1 .. ``max_segments``),
-    centred in equal parts of the clip."""
-    length = max(2, min(total, round(SEGMENT_SECONDS * rate)))
-    count = max(1, min(max_segments, round(share * total / length), total // length))
+    :data:`SEGMENT_SECONDS` and their lead-out (:func:`segment_frames`), as many as ``share`` of
+    the frames makes in measured frames (1 .. ``max_segments``), centred in equal parts of the clip."""
+    length, lead = segment_frames(total, rate)
+    block = length + lead
+    count = max(1, min(max_segments, round(share * total / length), total // block))
     part = total / count
-    return [(min(total - length, max(0, round(part * (i + 0.5) - length / 2))), length) for i in range(count)]
+    return [(min(total - block, max(0, round(part * (i + 0.5) - block / 2))), block) for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -174,19 +191,26 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
            say: Callable[[str], None] = lambda text: None) -> Decision:
     """Probe ``path`` both ways and choose (see the module's description)."""
     t0 = time.perf_counter()
-    clip, segments, total = read_segments(path, probe_segments, max_frames=opts.frames)
+    planned = {}
+
+    def plan(total: int, rate: float) -> list[tuple[int, int]]:
+        planned["lead_out"] = segment_frames(total, rate)[1]  # as the plan read_segments keeps counted them
+        return probe_segments(total, rate)
+
+    clip, segments, total = read_segments(path, plan, max_frames=opts.frames)
     lo, hi = CRF_RANGE[opts.codec]
     fps = float(clip.rate)
     config = LadderConfig(codec=opts.codec, preset=opts.preset,
                           vmaf_model=DEFAULT_MODEL if opts.metric == "vmaf" else None, ssim=False,
-                          keyframes_every=segments[0][1])
+                          keyframes_every=segments[0][1], lead_out=planned["lead_out"])
     with tempfile.TemporaryDirectory(prefix="vsr-probe-") as tmp:
         runner = LadderRunner(clip, config, Path(tmp))
+        measured = len(runner.measured)
 
         def probe(pipe: Pipeline, base: Path, size: tuple[int, int], crf: float) -> Point:
             crf = round(min(max(crf, lo), hi), 2)
             p = runner.point(pipe, EncodeOptions(codec=opts.codec, crf=crf, preset=opts.preset), base, size)
-            kbps = clip_kbps(p, len(clip.frames), total, fps, opts.codec)
+            kbps = clip_kbps(p, measured, total, fps, opts.codec)
             point = Point(crf, kbps, p["vmaf"] if opts.metric == "vmaf" else p["psnr_y"])
             say(f"probe {pipe.name} crf {crf:g}: {point.kbps:.0f} kbps, {opts.metric} {point.quality:.2f}")
             return point
@@ -224,7 +248,7 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
     return Decision(choice=choose(half_q, full_q, opts.metric), metric=opts.metric, target_kbps=target,
                     full=(a, b), half=tuple(h), full_quality=full_q, half_quality=half_q,
                     half_crf=round(min(max(half_crf, lo), hi), 2) if opts.bitrate is None else None,
-                    segments=segments, probe_frames=len(clip.frames), probe_s=time.perf_counter() - t0)
+                    segments=segments, probe_frames=measured, probe_s=time.perf_counter() - t0)
 
 
 def choose(half_q: float, full_q: float, metric: str) -> str:

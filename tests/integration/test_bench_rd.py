@@ -10,6 +10,7 @@ from PIL import Image
 
 from encoder.benchmarks.bench import main
 from encoder.benchmarks.clips import ClipSpec, make_clip
+from vsr_plugin.measure.ladder import LadderConfig, LadderRunner, native
 from vsr_plugin.measure.metrics import PSNR_CAP_DB, frame_quality
 from vsr_plugin.measure.video import decode, encode, encode_y4m, read_clip, stream_bits, write_y4m
 from vsr_plugin.measure.vmaf import MetricError, check_psnr, libvmaf
@@ -80,6 +81,31 @@ def test_psnr_check_catches_a_graph_that_saw_other_pictures(natural_clip, tmp_pa
     with pytest.raises(MetricError, match="PSNR-Y"):
         check_psnr(r, [PSNR_CAP_DB] * 4, "mislabelled")  # claims identical pictures: the graph disagrees
     check_psnr(r, [frame_quality(a, b)["psnr_y"] for a, b in zip(clip.frames, shifted)], "true")
+
+
+def test_lead_out_frames_are_encoded_but_neither_counted_nor_measured(natural_clip, tmp_path):
+    """Probe segments of 2 frames, the second a lead-out: the point covers frames 0 and 2 only,
+    with exactly the bytes those frames have in the same encode measured whole."""
+    clip = read_clip(natural_clip)
+    opts = EncodeOptions(codec="libx264", crf=30, preset="medium")
+    points = {}
+    for lead in (0, 1):
+        config = LadderConfig(codec="libx264", preset="medium", ssim=False, keyframes_every=2, lead_out=lead)
+        runner = LadderRunner(clip, config, tmp_path)
+        base, size, _ = runner.prepare(native())
+        points[lead] = runner.point(native(), opts, base, size)
+        assert runner.measured == ([0, 1, 2, 3] if lead == 0 else [0, 2])
+    whole, counted = points[0], points[1]
+    assert counted["per_frame"]["bytes"] == whole["per_frame"]["bytes"][::2]
+    assert counted["bytes"] == sum(whole["per_frame"]["bytes"][::2]) and counted["keyframes"] == 2
+    assert counted["key_bytes"] == counted["bytes"]  # both counted frames are the segments' keyframes
+    assert counted["per_frame"]["psnr_y"] == whole["per_frame"]["psnr_y"][::2]
+    # (VMAF's motion feature compares each frame with the one before it in the measured sequence, so
+    # only the first frame's score is the same: segments join there as they do in any probe clip)
+    assert len(counted["per_frame"]["vmaf"]) == 2 and counted["per_frame"]["vmaf"][0] == whole["per_frame"]["vmaf"][0]
+    assert counted["kbps"] == pytest.approx(8 * counted["bytes"] / (2 / float(clip.rate)) / 1000)
+    with pytest.raises(ValueError, match="lead_out 2 needs segments"):
+        LadderConfig(keyframes_every=2, lead_out=2)
 
 
 def test_x264_sei_is_not_counted(natural_clip, tmp_path):

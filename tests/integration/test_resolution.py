@@ -11,7 +11,7 @@ from tests.media_helpers import make_clip, read_back, textured_clip
 from vsr_plugin.baselayer import BaseLayerError, parse_tags
 from vsr_plugin.cli import main
 from vsr_plugin.resolution import (Decision, Point, _needs_second, choose, clip_kbps, half_crf_offset, keyframes_in,
-                                   probe_segments)
+                                   probe_segments, segment_frames)
 
 
 def _tags(path: Path) -> dict:
@@ -27,16 +27,18 @@ def _video_packets(path: Path) -> list[bytes]:
 # --- the pieces ----------------------------------------------------------------------------------
 
 def test_probe_segments_spread_over_the_clip():
-    assert probe_segments(48, 24) == [(12, 24)]  # a 2 s clip: one 1 s segment in the middle
+    # each segment: 1 s measured, then 0.5 s of lead-out where the clip has it
+    assert segment_frames(48, 24) == (24, 12) and segment_frames(30, 24) == (24, 6) and segment_frames(5, 25) == (5, 0)
+    assert probe_segments(48, 24) == [(6, 36)]  # a 2 s clip: one 1.5 s block in the middle
     assert probe_segments(5, 25) == [(0, 5)]  # shorter than a segment: all of it
     long = probe_segments(24 * 600, 24)  # 10 minutes: 2% of the frames, at most 6 segments
-    assert len(long) == 6 and all(n == 24 for _, n in long)
+    assert len(long) == 6 and all(n == 36 for _, n in long)
     starts = [s for s, _ in long]
-    assert starts == sorted(starts) and starts[0] > 0 and starts[-1] + 24 < 24 * 600
+    assert starts == sorted(starts) and starts[0] > 0 and starts[-1] + 36 < 24 * 600
     gaps = {b - a for a, b in zip(starts, starts[1:])}
     assert max(gaps) - min(gaps) <= 1  # evenly spread
-    assert probe_segments(24 * 60, 24) == [(708, 24)]  # 1 minute: 29 frames -> 1 segment
-    assert probe_segments(24 * 120, 24) == [(708, 24), (2148, 24)]  # 2 minutes: 58 frames -> 2 segments
+    assert probe_segments(24 * 60, 24) == [(702, 36)]  # 1 minute: 29 measured frames -> 1 segment
+    assert probe_segments(24 * 120, 24) == [(702, 36), (2142, 36)]  # 2 minutes: 58 frames -> 2 segments
 
 
 def test_probe_rate_spreads_keyframes_over_the_clip():
@@ -60,12 +62,12 @@ def test_a_second_half_probe_only_when_the_first_cannot_decide():
 
 
 def test_the_2x_layer_needs_a_lead_on_the_probes():
-    assert choose(80.6, 80.0, "vmaf") == "half" and choose(80.4, 80.0, "vmaf") == "full"
+    assert choose(80.3, 80.0, "vmaf") == "half" and choose(80.2, 80.0, "vmaf") == "full"
     assert choose(30.06, 30.0, "psnr") == "half" and choose(30.04, 30.0, "psnr") == "full"
     close = Decision(choice="full", metric="vmaf", target_kbps=1563.5, full=(Point(32, 1563.5, 88.7),) * 2,
                      half=(Point(23, 1474.2, 87.6),), full_quality=88.7, half_quality=88.81, half_crf=None,
                      segments=[(12, 24)], probe_frames=24, probe_s=14.2)
-    assert "half 88.81 vs full 88.70 VMAF (+0.11, short of the 0.50 lead it needs)" in close.summary()
+    assert "half 88.81 vs full 88.70 VMAF (+0.11, short of the 0.25 lead it needs)" in close.summary()
     # docs/probe_cost.py reads the summary line back (it missed this form once)
     from docs.probe_cost import DECISION
     wins = dataclasses.replace(close, choice="half", half_quality=89.9, half_crf=27.5)

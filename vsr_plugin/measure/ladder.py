@@ -130,10 +130,14 @@ class LadderConfig:
     vmaf_model: str | None = DEFAULT_MODEL  # None: no VMAF (PSNR only)
     ssim: bool = True
     keyframes_every: int | None = None      # force a keyframe every N frames (clips of N-frame segments)
+    lead_out: int = 0                       # the last frames of each such segment are encoded, not counted:
+                                            # the encoder's lookahead sees a future past the measured frames
     vmaf_threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))  # libvmaf n_threads (same scores)
     lossless_check: bool = True
 
     def __post_init__(self) -> None:
+        if self.lead_out and not (self.keyframes_every and 0 <= self.lead_out < self.keyframes_every):
+            raise ValueError(f"lead_out {self.lead_out} needs segments (keyframes_every) longer than it")
         if self.codec not in RD_CODECS:
             raise ValueError(f"codec must be one of {', '.join(RD_CODECS)}, got {self.codec!r}")
         lo, hi = CRF_RANGE[self.codec]
@@ -155,14 +159,19 @@ class LadderRunner:
 
     def __init__(self, clip: Clip, config: LadderConfig, workdir: Path) -> None:
         self.clip, self.config, self.work = clip, config, workdir
+        n, every = len(clip.frames), config.keyframes_every
+        # the frames each point is measured on (all but the segments' lead-out)
+        self.measured = [i for i in range(n) if not config.lead_out or i % every < every - config.lead_out]
+        self.reference = [clip.frames[i] for i in self.measured]
+        self.seconds = clip.seconds * len(self.measured) / n
         self.ref_path = workdir / "reference.y4m"
-        write_y4m(self.ref_path, clip.frames, clip.rate)
+        write_y4m(self.ref_path, self.reference, clip.rate)
 
     def _quality(self, frames: Frames, what: str) -> tuple[dict, dict]:
         """In-process metrics and VMAF (ffmpeg, in parallel) of frames against the original."""
         clip, cfg = self.clip, self.config
-        if len(frames) != len(clip.frames):
-            raise MediaError(f"{what}: {len(frames)} frames came back for {len(clip.frames)}")
+        if len(frames) != len(self.reference):
+            raise MediaError(f"{what}: {len(frames)} frames came back for {len(self.reference)}")
         dist_path = self.work / "distorted.y4m"
         job = None
         try:
@@ -170,7 +179,7 @@ class LadderRunner:
                 write_y4m(dist_path, frames, clip.rate)
                 job = VmafJob(dist_path, self.ref_path, rate=clip.rate, colorimetry=clip.colorimetry, bits=clip.bits,
                               threads=cfg.vmaf_threads, model=cfg.vmaf_model)
-            per_frame = [metrics.frame_quality(r, d, ssim_y=cfg.ssim) for r, d in zip(clip.frames, frames)]
+            per_frame = [metrics.frame_quality(r, d, ssim_y=cfg.ssim) for r, d in zip(self.reference, frames)]
             vm = job.result() if job is not None else None
         finally:
             if job is not None:
@@ -195,7 +204,7 @@ class LadderRunner:
         same = len(back) == len(self.clip.frames) and all(a.equals(b) for a, b in zip(self.clip.frames, back))
         if not same:
             raise MediaError(f"{self.clip.path}: a lossless FFV1 round trip changed the pictures")
-        q, _ = self._quality(back, "lossless check")
+        q, _ = self._quality([back[i] for i in self.measured], "lossless check")
         return {"identical_planes": True, "psnr_y": q["psnr_y"], "vmaf": q["vmaf"], "vmaf_min": q["vmaf_min"]}
 
     def prepare(self, pipeline: Pipeline) -> tuple[Path, tuple[int, int], float]:
@@ -232,7 +241,8 @@ class LadderRunner:
         try:
             encode_y4m(base_path, stream, options, self.clip.colorimetry, seconds=self.clip.seconds,
                        keyframes_every=self.config.keyframes_every)
-            return stream_bits(stream).kbps(self.clip.seconds)
+            bits = stream_bits(stream)
+            return (bits.selected(self.measured) if self.config.lead_out else bits).kbps(self.seconds)
         finally:
             remove(stream)
 
@@ -251,6 +261,11 @@ class LadderRunner:
             decoded = [f.cropped(bh, bw) for f in decode(stream)]
         finally:
             remove(stream)
+        if self.config.lead_out:
+            if len(decoded) != len(clip.frames):
+                raise MediaError(f"{clip.name}: {len(decoded)} frames came back for {len(clip.frames)}")
+            bits = bits.selected(self.measured)
+            decoded = [decoded[i] for i in self.measured]
         t2 = time.perf_counter()
         out = pipeline.up(decoded, clip.height, clip.width) if pipeline.up else decoded
         t3 = time.perf_counter()
@@ -260,7 +275,7 @@ class LadderRunner:
         return {
             "pipeline": pipeline.name, "crf": options.crf, "target_bitrate": options.bitrate,
             "base_width": bw, "base_height": bh,
-            "kbps": bits.kbps(clip.seconds), "kbps_with_sei": bits.kbps(clip.seconds, with_sei=True),
+            "kbps": bits.kbps(self.seconds), "kbps_with_sei": bits.kbps(self.seconds, with_sei=True),
             "bytes": bits.picture_bytes, "bytes_with_sei": bits.packet_bytes, "key_bytes": bits.key_picture_bytes,
             "keyframes": bits.keyframes,
             "extradata_bytes": bits.extradata_bytes, "packets": bits.packets, **q,

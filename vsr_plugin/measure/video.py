@@ -221,9 +221,21 @@ class StreamBits:
     key_picture_bytes: int = 0  # the part of picture_bytes in keyframe packets
     keyframes: int = 0
     frame_bytes: tuple[int, ...] = ()  # picture bytes of each frame, in display order
+    frame_packet_bytes: tuple[int, ...] = ()  # packet bytes (SEI included) of each frame, display order
+    frame_keys: tuple[bool, ...] = ()  # whether each frame is a keyframe, display order
 
     def kbps(self, seconds: float, *, with_sei: bool = False) -> float:
         return 8.0 * (self.packet_bytes if with_sei else self.picture_bytes) / seconds / 1000.0
+
+    def selected(self, frames: Sequence[int]) -> StreamBits:
+        """The figures of some frames only (display-order indices), e.g. the measured part of
+        probe segments whose lead-out was encoded but is not counted."""
+        pick = lambda values: tuple(values[i] for i in frames)  # noqa: E731
+        sizes, keys = pick(self.frame_bytes), pick(self.frame_keys)
+        return StreamBits(packet_bytes=sum(pick(self.frame_packet_bytes)), picture_bytes=sum(sizes),
+                          extradata_bytes=self.extradata_bytes, packets=len(sizes),
+                          key_picture_bytes=sum(n for n, k in zip(sizes, keys) if k), keyframes=sum(keys),
+                          frame_bytes=sizes, frame_packet_bytes=pick(self.frame_packet_bytes), frame_keys=keys)
 
 
 def encode(frames: Sequence[Frame], path: Path, rate: Fraction, options: EncodeOptions) -> None:
@@ -309,22 +321,24 @@ def stream_bits(path: Path) -> StreamBits:
         units = NON_PICTURE_UNITS.get(name)
         bsf = av.bitstream.BitStreamFilterContext(f"filter_units=remove_types={units}", s) if units else None
         raw = picture = packets = key = keyframes = 0
-        by_pts: list[tuple[int, int]] = []
+        by_pts: list[tuple[int, int, int, bool]] = []
         for p in c.demux(s):
             if not p.size:
                 continue
             packets += 1
             raw += p.size
-            keyframe, pts = p.is_keyframe, p.pts  # read first: the filter takes the packet (and blanks it)
+            keyframe, pts, packet_size = p.is_keyframe, p.pts, p.size  # read first: the filter takes the packet
             size = sum(q.size for q in bsf.filter(p)) if bsf else p.size
             picture += size
-            by_pts.append((pts if pts is not None else len(by_pts), size))
+            by_pts.append((pts if pts is not None else len(by_pts), size, packet_size, keyframe))
             if keyframe:
                 key += size
                 keyframes += 1
         if bsf:
             picture += sum(q.size for q in bsf.filter(None))
-    return StreamBits(raw, picture, extradata, packets, key, keyframes, tuple(n for _, n in sorted(by_pts)))
+    frames = sorted(by_pts)
+    return StreamBits(raw, picture, extradata, packets, key, keyframes, tuple(f[1] for f in frames),
+                      tuple(f[2] for f in frames), tuple(f[3] for f in frames))
 
 
 def decode(path: Path) -> list[Frame]:
