@@ -49,8 +49,8 @@ SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by
 # cost 0.86x the same frames of the whole-clip encode at full size, 0.66x at half size; with 12
 # frames of lead-out 0.97x and 0.90x), so the probes read the half layer as cheaper than it is.
 LEAD_OUT_SECONDS = 0.5
-PROBE_SHARE = 0.02           # probe frames as a share of the clip's frames (a probe frame costs about 9
-                             # frames of the final 1080p encode, so about 18% of it on long clips) ...
+PROBE_SHARE = 0.02           # probe frames as a share of the clip's frames (a probe frame costs about 7-9
+                             # frames of the final 1080p encode, so 14-18% of it on long clips) ...
 MAX_SEGMENTS = 6             # ... in at least one and at most this many segments
 FULL_CRF_STEP = 4.0          # the second full-resolution probe, this many CRF steps above the first
 FIRST_GUESS_CRF = {"libx264": 26.0, "libx265": 28.0, "libsvtav1": 40.0}  # --bitrate: where the search starts
