@@ -193,7 +193,8 @@ class JointTask:
         if cfg.init_down:
             down, _ = load_downsampler(cfg.init_down, scale=cfg.scale)
             if cfg.down_model and down.config != DOWN_PRESETS[cfg.down_model]:
-                down = Downsampler.grown(down, DOWN_PRESETS[cfg.down_model], generator=torch.Generator().manual_seed(cfg.seed))
+                down = Downsampler.grown(down, DOWN_PRESETS[cfg.down_model],
+                                         generator=torch.Generator().manual_seed(cfg.seed))
         else:
             down = Downsampler(DOWN_PRESETS[cfg.down_model or "default"])
         lo, hi = cfg.proxy_quality_range
@@ -209,7 +210,8 @@ class JointTask:
         codec = f"{p.codec} on {p.codec_fraction:.0%} of batches" if p.codec != "none" else "no codec"
         noise = f"noise sigma <= {p.noise:g}" if p.noise > 0 else "no noise"
         down = self.model.down.config
-        return f"joint {down.channels}x{down.blocks} downsampler + upsampler (from {self.init_up}), proxy: {codec}, {noise}"
+        return (f"joint {down.channels}x{down.blocks} downsampler + upsampler (from {self.init_up}), "
+                f"proxy: {codec}, {noise}")
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         sr, res_down, base_layer, _ = model(*hr)

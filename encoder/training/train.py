@@ -601,7 +601,8 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
 def _summary(cfg: TrainConfig, step: int, best: float, history: list, ctx: Dist, elapsed_s: float) -> dict:
     return {
         "mode": cfg.mode,
-        "preset": f"{cfg.down_model or cfg.init_down or 'default'} down / {cfg.model} up" if cfg.mode == "joint" else cfg.model,
+        "preset": (f"{cfg.down_model or cfg.init_down or 'default'} down / {cfg.model} up" if cfg.mode == "joint"
+                   else cfg.model),
         "data": cfg.data,
         "steps": step,
         "batch": cfg.batch * cfg.accum * ctx.world,

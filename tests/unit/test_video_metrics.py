@@ -42,7 +42,8 @@ def test_integer_mse_is_the_exact_float64_mean(dtype, high):
     rng = np.random.default_rng(high)
     a, b = (rng.integers(0, high, (67, 45)).astype(dtype) for _ in range(2))
     exact = sum(int(x) ** 2 for x in (a.astype(np.int64) - b).ravel()) / a.size
-    assert metrics.mse(a, b) == exact == float(((torch.from_numpy(a).double() - torch.from_numpy(b).double()) ** 2).mean())
+    as_float = float(((torch.from_numpy(a).double() - torch.from_numpy(b).double()) ** 2).mean())
+    assert metrics.mse(a, b) == exact == as_float
     assert metrics.mse(torch.from_numpy(a), torch.from_numpy(b)) == exact
     assert metrics.mse(a.astype(np.float32), b) == pytest.approx(exact, rel=1e-12)  # the float path
     with pytest.raises(ValueError, match="shape mismatch"):
