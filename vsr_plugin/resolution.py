@@ -47,7 +47,8 @@ SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by
 # last, which x264's lookahead (mb-tree) codes cheaper and worse than inside the clip, the half layer
 # far more than the full one (nature 1080p, x264 medium, CRF 36 / 27: the P and B frames of the probe
 # cost 0.86x the same frames of the whole-clip encode at full size, 0.66x at half size; with 12
-# frames of lead-out 0.97x and 0.90x), so the probes read the half layer as cheaper than it is.
+# frames of lead-out 0.97x and 0.90x: docs/probe_bias.py), so the probes read the half layer as cheaper
+# than it is.
 LEAD_OUT_SECONDS = 0.5
 PROBE_SHARE = 0.02           # probe frames as a share of the clip's frames (a probe frame costs about 7-9
                              # frames of the final 1080p encode, so 14-18% of it on long clips) ...

@@ -235,3 +235,13 @@ def test_docs_auto_rate_reads_the_half_decisions_of_a_report():
                          "auto": [{"full_crf": 36, "resolution": "half", "kbps": 1100.0},
                                   {"full_crf": 40, "resolution": "full", "kbps": 700.0}]}]}
     assert ratios(report) == [("c", 36, 1.1)]
+
+
+def test_docs_probe_bias_reads_a_curve_in_log_rate_and_refuses_bad_usage(capsys):
+    from docs.probe_bias import main as probe_bias, on_curve
+    curve = [{"kbps": 400.0, "vmaf": 60.0}, {"kbps": 100.0, "vmaf": 40.0}, {"kbps": 200.0, "vmaf": 50.0}]
+    assert on_curve(curve, 200.0, "vmaf") == 50.0
+    assert on_curve(curve, 200.0 * 2 ** 0.5, "vmaf") == pytest.approx(55.0)  # halfway in log-rate
+    assert on_curve(curve, 800.0, "vmaf") == pytest.approx(70.0)  # the top segment extended
+    assert on_curve(curve, 50.0, "vmaf") == pytest.approx(30.0)
+    assert probe_bias(["margins"]) == 2 and "probe_bias.py bytes" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from ..media import CRF_RANGE, EncodeOptions, MediaError
 from ..yuv import Frame
 from . import metrics
 from .resample import downscale2, half_size, upscale2
-from .video import Clip, decode, encode_y4m, pad_even, remove, stream_bits, write_ffv1, write_y4m
+from .video import Clip, StreamBits, decode, encode_y4m, pad_even, remove, stream_bits, write_ffv1, write_y4m
 from .vmaf import DEFAULT_MODEL, VmafJob, check_psnr
 
 RD_CODECS = ("libx264", "libx265", "libsvtav1")  # lossy codecs with a CRF scale
@@ -235,14 +235,17 @@ class LadderRunner:
             remove(base_path)
         return points
 
+    def _counted(self, bits: StreamBits) -> StreamBits:
+        """The stream's figures over the measured frames (the segments' lead-out left out)."""
+        return bits.selected(self.measured) if self.config.lead_out else bits
+
     def kbps(self, options: EncodeOptions, base_path: Path) -> float:
         """Bitrate alone of one encode of a prepared base layer (for rate-matching searches)."""
         stream = self.work / "probe.mkv"
         try:
             encode_y4m(base_path, stream, options, self.clip.colorimetry, seconds=self.clip.seconds,
                        keyframes_every=self.config.keyframes_every)
-            bits = stream_bits(stream)
-            return (bits.selected(self.measured) if self.config.lead_out else bits).kbps(self.seconds)
+            return self._counted(stream_bits(stream)).kbps(self.seconds)
         finally:
             remove(stream)
 
@@ -257,14 +260,13 @@ class LadderRunner:
             encode_y4m(base_path, stream, options, clip.colorimetry, seconds=clip.seconds,
                        keyframes_every=self.config.keyframes_every)
             t1 = time.perf_counter()
-            bits = stream_bits(stream)
+            bits = self._counted(stream_bits(stream))
             decoded = [f.cropped(bh, bw) for f in decode(stream)]
         finally:
             remove(stream)
         if self.config.lead_out:
             if len(decoded) != len(clip.frames):
                 raise MediaError(f"{clip.name}: {len(decoded)} frames came back for {len(clip.frames)}")
-            bits = bits.selected(self.measured)
             decoded = [decoded[i] for i in self.measured]
         t2 = time.perf_counter()
         out = pipeline.up(decoded, clip.height, clip.width) if pipeline.up else decoded

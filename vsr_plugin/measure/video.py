@@ -231,11 +231,10 @@ class StreamBits:
         """The figures of some frames only (display-order indices), e.g. the measured part of
         probe segments whose lead-out was encoded but is not counted."""
         pick = lambda values: tuple(values[i] for i in frames)  # noqa: E731
-        sizes, keys = pick(self.frame_bytes), pick(self.frame_keys)
-        return StreamBits(packet_bytes=sum(pick(self.frame_packet_bytes)), picture_bytes=sum(sizes),
-                          extradata_bytes=self.extradata_bytes, packets=len(sizes),
-                          key_picture_bytes=sum(n for n, k in zip(sizes, keys) if k), keyframes=sum(keys),
-                          frame_bytes=sizes, frame_packet_bytes=pick(self.frame_packet_bytes), frame_keys=keys)
+        sizes, packets, keys = pick(self.frame_bytes), pick(self.frame_packet_bytes), pick(self.frame_keys)
+        return StreamBits(packet_bytes=sum(packets), picture_bytes=sum(sizes), extradata_bytes=self.extradata_bytes,
+                          packets=len(sizes), key_picture_bytes=sum(n for n, k in zip(sizes, keys) if k),
+                          keyframes=sum(keys), frame_bytes=sizes, frame_packet_bytes=packets, frame_keys=keys)
 
 
 def encode(frames: Sequence[Frame], path: Path, rate: Fraction, options: EncodeOptions) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import ConfigDict, conv3x3
+from .layers import ConfigDict, conv3x3, make_identity_
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,8 +106,7 @@ class Downsampler(nn.Module):
             b.bias.zero_()
             b.bias[:a.out_channels] = a.bias
         for b in dst[len(src) - 1:]:
-            nn.init.dirac_(b.weight)
-            b.bias.zero_()
+            make_identity_(b)
         return new.to(net.tail.weight.device, net.tail.weight.dtype).train(net.training)
 
     def forward(self, packed: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,15 @@ def conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, padding=1)
 
 
+@torch.no_grad()
+def make_identity_(conv: nn.Conv2d) -> None:
+    """Set a square convolution to the identity (centre tap 1 on its own channel, zero bias): after a
+    ReLU, conv + ReLU then returns its input exactly, which is how a network is deepened without
+    changing what it computes (Net2DeeperNet, Chen et al., 2016)."""
+    nn.init.dirac_(conv.weight)
+    conv.bias.zero_()
+
+
 class PooledSelfAttention(nn.Module):
     """Self-attention on a max-pooled feature map ("flexible self attention", FSA).
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import ConfigDict, PooledSelfAttention, RepConv3x3, conv3x3
+from .layers import ConfigDict, PooledSelfAttention, RepConv3x3, conv3x3, make_identity_
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,15 +139,12 @@ class Upsampler(nn.Module):
         if blocks < net.config.blocks:
             raise ValueError(f"cannot deepen {net.config.blocks} blocks to {blocks}")
         deep = cls(dataclasses.replace(net.config, blocks=blocks)).to(net.tail.weight.device)
-        c = net.config.channels
         with torch.no_grad():
             for mine, theirs in zip(net.body, deep.body):  # head and the old blocks
                 theirs.load_state_dict(mine.state_dict())
             for layer in list(deep.body)[len(net.body):]:
                 if isinstance(layer, nn.Conv2d):
-                    layer.weight.zero_()
-                    layer.weight[torch.arange(c), torch.arange(c), 1, 1] = 1.0
-                    layer.bias.zero_()
+                    make_identity_(layer)
             deep.tail.load_state_dict(net.tail.state_dict())
         return deep.train(net.training)
 
