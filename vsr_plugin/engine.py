@@ -20,7 +20,7 @@ import torch
 import kernels
 
 from . import runtimes
-from .cpu_features import has_native_bf16
+from .cpu_features import has_native_bf16, retain_freed_memory
 from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, load_upsampler
 from .yuv import Frame
 
@@ -115,6 +115,8 @@ class _Engine:
     def __init__(self, model: str | Path | torch.nn.Module, *, scale: int = 2, **options) -> None:
         options = EngineOptions(**options)
         self.device = resolve_device(options.device)  # fails on a bad device before anything is loaded
+        if self.device.type == "cpu":
+            retain_freed_memory()  # every frame would page-fault its feature maps in again (cpu_features)
         if options.batch is None:
             options = dataclasses.replace(options, batch=default_batch(self.device))
         self.options = options

@@ -1,7 +1,8 @@
 """kernels' one dispatch point: which backend runs, and the errors an impossible request gets.
 
 No GPU here, so the fused path is exercised by standing the CPU emulation in for the CUDA launch
-(``cupy_ops.run``) and lifting the CUDA-device requirement; everything else (dispatch, cupy_ops'
+(``cupy_ops.run``) and lifting the CUDA-device requirement (and setting the compiled CPU kernels
+aside, which ``auto`` would otherwise pick for CPU tensors; tests/kernels/test_cpu_ops.py covers them); everything else (dispatch, cupy_ops'
 public functions, planning) is the real code.
 """
 
@@ -34,12 +35,13 @@ def fused_on_cpu(monkeypatch, emulation_libs):
         ran.extend(launches)
 
     monkeypatch.setattr(kernels, "_cupy_obstacle", lambda tensors, **kw: None)
+    monkeypatch.setattr(kernels, "_cpu_obstacle", lambda tensors, has_kernel: "standing in for CUDA")
     monkeypatch.setattr(cupy_ops, "run", run)
     return ran
 
 
 def test_backends():
-    assert kernels.BACKENDS == ("auto", "torch", "cupy")
+    assert kernels.BACKENDS == ("auto", "torch", "cupy", "cpu")
 
 
 @pytest.mark.parametrize("backend", ["auto", "cupy"])
