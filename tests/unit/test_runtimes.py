@@ -1,10 +1,14 @@
 """ONNX export and the ONNX Runtime / OpenVINO runtimes against the torch engine."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import random_planes
+from tests.conftest import REPO, random_planes
 from tests.unit.test_models import randomised
 from vsr_plugin import runtimes
 from vsr_plugin.engine import Downscaler, EngineOptions, Upscaler
@@ -219,3 +223,38 @@ def test_torch_runtime_keeps_the_module_where_the_fused_op_is_missing(monkeypatc
     monkeypatch.undo()
     want = Upscaler("fast", device="cpu", dtype="fp32").upscale_planes(*planes, bits=8)
     assert _max_code_difference(engine.upscale_planes(*planes, bits=8), want) <= 1  # (0 here: same sums)
+
+
+_PAGE_FAULTS = """
+import resource, sys, torch
+from vsr_plugin.cpu_features import retain_freed_memory
+from vsr_plugin.engine import Upscaler
+
+def faults(run):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    run()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+up = Upscaler("fast", device="cpu", dtype="fp32")  # a CPU engine applies the setting, process-wide
+# a 64 MiB block (above glibc's largest dynamic mmap threshold, so unmapped at every free by default)
+big = [faults(lambda: torch.ones(16 << 20)) for _ in range(3)]
+y = torch.randint(0, 256, (1, 270, 480), dtype=torch.uint8)
+u = torch.randint(0, 256, (1, 135, 240), dtype=torch.uint8)
+frames = [faults(lambda: up.upscale_planes(y, u, u, bits=8)) for _ in range(10)]
+print(retain_freed_memory(), big[-1], sum(frames[4:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_engines_keep_freed_memory_so_frames_stop_page_faulting():
+    """glibc unmaps large freed blocks, so every frame would fault its feature maps in again; the
+    CPU engines' allocator setting keeps them in the heap for the next frame."""
+    def run(env):
+        proc = subprocess.run([sys.executable, "-c", _PAGE_FAULTS], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(REPO), **env), check=True)
+        applied, big, frames = proc.stdout.split()
+        return applied, int(big), int(frames)
+    applied, big, frames = run({})
+    assert applied == "True" and big < 100 and frames < 300, (big, frames)
+    applied, big, _ = run({"VSR_MALLOC_TUNING": "0"})
+    assert applied == "False" and big > 16_000
