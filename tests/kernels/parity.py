@@ -1,8 +1,17 @@
-"""Bit-exact comparison of kernel outputs with the twin (shared by the emulation and GPU tests)."""
+"""Bit-exact comparison of kernel outputs with the twin, and the parity cases' sizes (shared by the
+emulation, compiled-CPU and GPU tests)."""
 
 from __future__ import annotations
 
 import torch
+
+FLOATS = [torch.float32, torch.float16, torch.bfloat16]
+SIZES = [(1, 1), (3, 5), (7, 4), (8, 8), (64, 48), (333, 199)]
+
+
+def frames(h: int, w: int) -> int:
+    """Frames per parity case: two (batch indexing exercised) except for the large sizes."""
+    return 1 if h * w > 10_000 else 2
 
 
 def bits_of(t: torch.Tensor) -> torch.Tensor:

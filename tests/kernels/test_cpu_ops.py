@@ -15,16 +15,10 @@ import kernels
 from kernels import BackendUnavailable, cpu_ops, reference
 from tests.conftest import random_planes
 from tests.kernels import inputs
-from tests.kernels.parity import assert_identical
+from tests.kernels.parity import FLOATS, SIZES, assert_identical, frames
 
 pytestmark = pytest.mark.skipif(not cpu_ops.available(), reason="the compiled CPU kernels cannot be built here")
 
-FLOATS = [torch.float32, torch.float16, torch.bfloat16]
-SIZES = [(1, 1), (3, 5), (7, 4), (8, 8), (64, 48), (333, 199)]
-
-
-def frames(h: int, w: int) -> int:
-    return 1 if h * w > 10_000 else 2
 
 
 @pytest.mark.parametrize("h,w", SIZES)

@@ -27,8 +27,7 @@ pytestmark = [
     pytest.mark.skipif(not cupy_ops.available(), reason="needs cupy (pip install cupy-cuda13x)"),
 ]
 
-FLOATS = [torch.float32, torch.float16, torch.bfloat16]
-SIZES = [(1, 1), (3, 5), (7, 4), (8, 8), (64, 48), (333, 199)]
+FLOATS, SIZES = parity.FLOATS, parity.SIZES
 
 
 def assert_identical(got, want) -> None:

@@ -18,14 +18,12 @@ import kernels
 from kernels import cupy_ops, reference
 from tests.conftest import random_planes
 from tests.kernels import inputs
-from tests.kernels.parity import assert_identical, bits_of
+from tests.kernels.parity import FLOATS, SIZES, assert_identical, bits_of, frames
 from tests.kernels.emulation import emulator
 
 pytestmark = pytest.mark.skipif(emulator.compiler() is None, reason="no C++ compiler (g++) for the CPU emulation")
 
-FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 FTZ = platform.machine().lower() in ("x86_64", "amd64")  # where the shim can flush subnormals
-SIZES = [(1, 1), (3, 5), (7, 4), (8, 8), (64, 48), (333, 199)]
 
 
 @pytest.fixture
@@ -50,10 +48,6 @@ def emulate(libs, plan, *args, shape=None, **kw):
         for ieee, flushed in zip(*results):
             assert torch.equal(bits_of(ieee), bits_of(flushed)), "results depend on flush-to-zero"
     return results[0] if isinstance(outs, tuple) else results[0][0]
-
-
-def frames(h: int, w: int) -> int:
-    return 1 if h * w > 10_000 else 2
 
 
 # ---- parity -------------------------------------------------------------------------------------
