@@ -115,8 +115,13 @@ if has cpu; then
         --batches 1,4 --no-e2e --no-vspipe --out "$OUT" --name "speed_batch_$MACHINE"
     run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 --e2e-repeat 3 \
         --out "$OUT" --name "speed_transcode_$MACHINE"
+    # the same with the torch twins and malloc as it is (before the compiled CPU kernels and the allocator setting)
+    run env VSR_CPU_KERNELS=0 VSR_MALLOC_TUNING=0 "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu \
+        --runtimes torch --dtypes bf16 --e2e-preset veryfast --e2e-threads 1,2 --e2e-repeat 3 --out "$OUT" \
+        --name "speed_transcode_veryfast_${MACHINE}_twin"
     run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 \
         --e2e-preset veryfast --e2e-threads 1,2 --e2e-repeat 3 --out "$OUT" --name "speed_transcode_veryfast_$MACHINE"
+    run env PYTHONPATH=. .venv/bin/python docs/allocator_ab.py --name "cpu_allocator_$MACHINE"
     [[ -f "$CLIPS/urban_30s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 \
         --size 1920x1080 --frames 720 -o "$CLIPS/urban_30s_1080p.mkv"
     run env PYTHONPATH=. .venv/bin/python docs/probe_cost.py "$CLIPS/urban_30s_1080p.mkv" "${HD[0]}" --crf 32,40 \
