@@ -157,17 +157,28 @@ def curve_at(pts: list[tuple[float, float]], kbps: float) -> tuple[float, bool]:
 
 
 def auto_check(points: list[dict], metric: str) -> list[dict]:
-    """Each ``auto`` point against the better of ``native`` and ``vsr`` at the same rate (their curves
-    interpolated linearly in log-rate, extended beyond their ends: :func:`curve_at`)."""
-    def at(name: str, kbps: float) -> tuple[float, bool]:
-        return curve_at([(p["kbps"], p[metric]) for p in points if p["pipeline"] == name], kbps)
+    """Each ``auto`` point against the better of ``native`` and ``vsr`` at the same rate.
+
+    The side auto chose is measured there: an auto point *is* that pipeline's encode at that rate (the
+    native point at its CRF, or the vsr pipeline run at the CRF the decision found, see
+    :func:`auto_points`), so it joins that pipeline's points. The other side's curve is interpolated
+    linearly in log-rate (extended beyond its ends: :func:`curve_at`). ``vsr_chord`` keeps the vsr
+    curve's interpolation between its own ladder points, which on short clips can sit half a VMAF
+    point off the pipeline's measured value at a CRF in between (x264's rate and quality do not move
+    smoothly with a fractional CRF)."""
+    def curve(name: str) -> list[tuple[float, float]]:
+        return [(p["kbps"], p[metric]) for p in points if p["pipeline"] == name]
 
     out = []
     for p in points:
         if p["pipeline"] == "auto":
-            (native_q, native_x), (vsr_q, vsr_x) = at("native", p["kbps"]), at("vsr", p["kbps"])
+            own = [(p["kbps"], p[metric])]
+            side = "vsr" if p["resolution"] == "half" else "native"
+            (native_q, native_x) = curve_at(curve("native") + (own if side == "native" else []), p["kbps"])
+            (vsr_q, vsr_x) = curve_at(curve("vsr") + (own if side == "vsr" else []), p["kbps"])
             out.append({"full_crf": p["full_crf"], "resolution": p["resolution"], "kbps": p["kbps"],
                         "quality": p[metric], "native": native_q, "vsr": vsr_q,
+                        "vsr_chord": curve_at(curve("vsr"), p["kbps"])[0],
                         "extrapolated": [n for n, x in (("native", native_x), ("vsr", vsr_x)) if x],
                         "gap": p[metric] - max(native_q, vsr_q), "probe_s": p["decision"]["probe_s"],
                         "probe_margin": p["decision"]["margin"]})
@@ -314,16 +325,18 @@ def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
         if c.get("auto"):
             unit = "VMAF" if data.get("auto_metric", "vmaf") == "vmaf" else "PSNR-Y"
             lines += [f"`auto` at each full-resolution CRF against the better of `native` and `vsr` at the same "
-                      f"rate ({unit}; curves interpolated in log-rate; † beyond that ladder's rates, its end "
-                      "segment extended):", ""]
+                      f"rate ({unit}): the side auto chose is its own encode (the native point at that CRF, or "
+                      "the vsr pipeline run at the CRF the decision found), the other side's curve interpolated "
+                      "in log-rate († beyond that ladder's rates, its end segment extended); `vsr chord`: the "
+                      "vsr curve interpolated between its ladder points alone:", ""]
             def there(a: dict, side: str) -> str:  # † beyond that ladder's rates (older reports do not say)
                 return f"{a[side]:.2f}" + (" †" if side in a.get("extrapolated", ()) else "")
 
             rows = [[f"{a['full_crf']:g}", a["resolution"], f"{a['kbps']:.1f}", f"{a['quality']:.2f}",
-                     there(a, "native"), there(a, "vsr"), f"{a['gap']:+.2f}", f"{a['probe_margin']:+.2f}",
-                     f"{a['probe_s']:.1f}"] for a in c["auto"]]
-            lines += [markdown_table(["CRF", "chose", "kbps", unit, "native there", "vsr there", "gap to the better",
-                                      "probe margin (half − full)", "probe s"], rows), ""]
+                     there(a, "native"), there(a, "vsr"), f"{a['vsr_chord']:.2f}" if "vsr_chord" in a else "-",
+                     f"{a['gap']:+.2f}", f"{a['probe_margin']:+.2f}", f"{a['probe_s']:.1f}"] for a in c["auto"]]
+            lines += [markdown_table(["CRF", "chose", "kbps", unit, "native there", "vsr there", "vsr chord",
+                                      "gap to the better", "probe margin (half − full)", "probe s"], rows), ""]
         for metric, name in plots.get(c["name"], {}).items():
             lines.append(f"![{c['name']} {METRIC_LABELS[metric]}]({name})")
         lines.append("")

@@ -1,12 +1,15 @@
 """--resolution auto|half|full on real files: the decision, the tags, and the restore of both kinds."""
 
 import dataclasses
+import json
 import math
+import shutil
 from pathlib import Path
 
 import av
 import pytest
 
+from tests.conftest import REPO
 from tests.media_helpers import make_clip, read_back, textured_clip
 from vsr_plugin.baselayer import BaseLayerError, parse_tags
 from vsr_plugin.cli import main
@@ -245,3 +248,21 @@ def test_docs_probe_bias_reads_a_curve_in_log_rate_and_refuses_bad_usage(capsys)
     assert on_curve(curve, 800.0, "vmaf") == pytest.approx(70.0)  # the top segment extended
     assert on_curve(curve, 50.0, "vmaf") == pytest.approx(30.0)
     assert probe_bias(["margins"]) == 2 and "probe_bias.py bytes" in capsys.readouterr().err
+
+
+def test_docs_rerender_rd_recomputes_the_auto_tables_of_a_saved_report(tmp_path, capsys):
+    from docs.rerender_rd import main as rerender
+    report = tmp_path / "r.json"
+    shutil.copy(REPO / "docs/results/rd_video_libx264_perceptual_auto.json", report)
+    data = json.loads(report.read_text())
+    for clip in data["clips"]:  # as an older report stored them
+        for a in clip["auto"]:
+            a.pop("vsr_chord", None)
+    report.write_text(json.dumps(data))
+    assert rerender([str(report)]) == 0
+    again = json.loads(report.read_text())
+    assert [p for c in again["clips"] for p in c["points"]] == [p for c in data["clips"] for p in c["points"]]
+    half = [a for c in again["clips"] for a in c["auto"] if a["resolution"] == "half"]
+    assert half and all(a["vsr"] == a["quality"] and "vsr_chord" in a for a in half)
+    assert "| vsr chord |" in (tmp_path / "r.md").read_text()
+    assert rerender([str(tmp_path / "missing.json")]) == 2 and "usage" in capsys.readouterr().err

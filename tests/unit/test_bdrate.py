@@ -79,8 +79,9 @@ def test_too_few_points():
 
 
 def test_auto_check_extends_a_ladder_beyond_its_rates():
-    """An auto point below the vsr ladder's lowest rate is compared with the vsr curve's end segment
-    extended (here 2 VMAF per doubling: 60 at 100 kbps), not with its lowest point held flat (62)."""
+    """The side auto did not choose is read off its curve, the end segment extended beyond its rates
+    (here vsr's: 2 VMAF per doubling, 60 at 100 kbps, not its lowest point held flat at 62); the side
+    it chose is its own encode, the pipeline measured at that rate."""
     from encoder.benchmarks.rd import auto_check, curve_at
 
     assert curve_at([(200, 62.0), (400, 64.0)], 100) == (pytest.approx(60.0), True)
@@ -88,8 +89,15 @@ def test_auto_check_extends_a_ladder_beyond_its_rates():
     assert curve_at([(400, 64.0), (200, 62.0)], 200 * 2 ** 0.5) == (pytest.approx(63.0), False)
     points = [{"pipeline": "native", "kbps": k, "vmaf": q} for k, q in ((100, 50.0), (400, 70.0))]
     points += [{"pipeline": "vsr", "kbps": k, "vmaf": q} for k, q in ((200, 62.0), (400, 64.0))]
-    points.append({"pipeline": "auto", "kbps": 100, "vmaf": 59.0, "full_crf": 44, "resolution": "half",
-                   "decision": {"probe_s": 1.0, "margin": 3.0}})
-    (check,) = auto_check(points, "vmaf")
-    assert (check["native"], check["vsr"], check["extrapolated"]) == (50.0, pytest.approx(60.0), ["vsr"])
-    assert check["gap"] == pytest.approx(-1.0)
+    decision = {"probe_s": 1.0, "margin": 3.0}
+    points.append({"pipeline": "auto", "kbps": 100, "vmaf": 50.0, "full_crf": 44, "resolution": "full",
+                   "decision": decision})
+    points.append({"pipeline": "auto", "kbps": 200 * 2 ** 0.5, "vmaf": 62.5, "full_crf": 40, "resolution": "half",
+                   "decision": decision})
+    full, half = auto_check(points, "vmaf")
+    assert (full["native"], full["vsr"], full["extrapolated"]) == (50.0, pytest.approx(60.0), ["vsr"])
+    assert full["gap"] == pytest.approx(-10.0)
+    # a half point is the vsr pipeline at that rate: 62.5 there, below the chord between its ladder
+    # points (63.0); it is judged against native there (65.0), so the wrong side by 2.5
+    assert (half["vsr"], half["vsr_chord"], half["native"]) == (62.5, pytest.approx(63.0), pytest.approx(65.0))
+    assert half["gap"] == pytest.approx(-2.5) and half["extrapolated"] == []
