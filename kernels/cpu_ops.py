@@ -36,6 +36,7 @@ KERNEL_DIR = Path(__file__).resolve().parent
 SOURCE = "cpu_kernels.cpp"
 CXXFLAGS = ("-std=c++17", "-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
             "-pthread", "-Wall", "-Wextra")
+BUILD_TIMEOUT_S = 300  # a build takes about 3 s; a hung compiler must not hang the first frame
 _KIND = {"f32": 0, "f16": 1, "bf16": 2}
 _UPSCALE_ARGS = ([ctypes.c_int] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 9 + [ctypes.c_int64] * 7
                  + [ctypes.c_int])
@@ -43,10 +44,17 @@ _PACK_ARGS = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 9 + [
 
 
 def cache_dir() -> Path:
+    """``$VSR_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/vsr/cpu-kernels``, else ``~/.cache/vsr/cpu-kernels``
+    (a per-user folder in the temporary directory where there is no home)."""
     env = os.environ.get("VSR_KERNEL_CACHE")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except (RuntimeError, KeyError):  # no HOME and no passwd entry (some containers)
+            return Path(tempfile.gettempdir()) / f"vsr-cpu-kernels-{os.getuid()}"
     return Path(base) / "vsr" / "cpu-kernels"
 
 
@@ -77,15 +85,21 @@ def build(source_text: str, *, cache: Path | None = None) -> ctypes.CDLL:
             with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
                 src, out = Path(tmp) / SOURCE, Path(tmp) / "lib.so"
                 src.write_text(source_text)
-                proc = subprocess.run([cxx, *CXXFLAGS, "-I", str(KERNEL_DIR), str(src), "-o", str(out)],
-                                      capture_output=True, text=True)
+                try:
+                    proc = subprocess.run([cxx, *CXXFLAGS, "-I", str(KERNEL_DIR), str(src), "-o", str(out)],
+                                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+                except subprocess.TimeoutExpired as err:
+                    raise BackendUnavailable(f"building {SOURCE} with {cxx} took over {BUILD_TIMEOUT_S} s") from err
                 if proc.returncode:
                     last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
                     raise BackendUnavailable(f"building {SOURCE} with {cxx} failed: {last}")
                 os.replace(out, lib_path)  # atomic: a concurrent process never loads half a library
         except OSError as err:
             raise BackendUnavailable(f"cannot write the kernel cache {lib_path.parent}: {err}") from err
-    lib = ctypes.CDLL(str(lib_path))
+    try:
+        lib = ctypes.CDLL(str(lib_path))
+    except OSError as err:  # e.g. a cache on a noexec mount
+        raise BackendUnavailable(f"cannot load {lib_path}: {err}") from err
     for name, argtypes in (("vsr_cpu_upscale_plane", _UPSCALE_ARGS), ("vsr_cpu_pack", _PACK_ARGS)):
         getattr(lib, name).argtypes = argtypes
         getattr(lib, name).restype = ctypes.c_int

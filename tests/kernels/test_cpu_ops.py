@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -204,3 +205,16 @@ def test_a_failed_build_says_why(tmp_path):
     with pytest.raises(BackendUnavailable, match="failed"):
         cpu_ops.build("this is not C++", cache=tmp_path)
     assert not list(tmp_path.glob("*.so"))  # nothing half-built left in the cache
+
+
+def test_cache_folder_without_a_home(monkeypatch):
+    monkeypatch.delenv("VSR_KERNEL_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
+    assert cpu_ops.cache_dir() == Path("/somewhere/vsr/cpu-kernels")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert cpu_ops.cache_dir().name.startswith("vsr-cpu-kernels-")
