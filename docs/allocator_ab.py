@@ -39,11 +39,10 @@ def run(args: argparse.Namespace, tuned: bool) -> dict:
     w, h = args.size.split("x")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", LOOP, args.model, w, h, str(args.frames)], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)  # the child's own CPU time and peak RSS
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"allocator_ab: the frame loop failed (exit {proc.returncode})")
+    if code := os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"allocator_ab: the frame loop failed (exit {code})")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "sys_s": usage.ru_stime,
             "peak_mib": usage.ru_maxrss / 1024}
 
@@ -56,7 +55,8 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=5)
     p.add_argument("--name", default="cpu_allocator_xeon")
     args = p.parse_args()
-    run(args, True), run(args, False)  # warm-up: caches, the compiled kernels' build
+    for tuned in (True, False):  # warm-up: caches, the compiled kernels' build
+        run(args, tuned)
     runs = {"A": [], "B": []}
     for _ in range(args.pairs):
         runs["A"].append(run(args, True))

@@ -11,8 +11,9 @@
 //          reciprocal when 4 s^2 is a power of two: the same correctly rounded value)
 //   out  = quantize(base + float32(r) * (m / 2))                      multiply, then add: two roundings
 // but the loop order suits a CPU: one output row at a time, the two source rows blended vertically
-// once into an integer row, then a branch-free pass over the output columns through per-column tables
-// (source columns, weights, residual offsets), so the compiler can vectorise it. Rows are split
+// once into an integer row, the horizontal taps (a plain loop at 2x, per-column tables otherwise), the
+// residual row gathered from its cells, then a branch-free pass over the output columns, so the
+// compiler can vectorise it. Rows are split
 // between `threads` std::threads (each output row is written by exactly one of them).
 // The integer sums are at most 4 s^2 m < 2^24 (the planner checks), so int and float32 hold them.
 
@@ -83,16 +84,22 @@ void rows(const Plane& p, int first, int last)
     const float inv_norm = 1.0f / norm_f;  // exact when Pow2
     const float half = 0.5f * (float)p.m;
     const float top = (float)p.m;
-    std::vector<int> ia(out_w), ib(out_w), wa(out_w), wb(out_w), blend(src_w + 2), sum(out_w + 2 * src_w);
-    std::vector<int64_t> roff(out_w);
+    std::vector<int> blend(src_w + 2), sum(out_w + 2 * src_w);
     std::vector<float> value(out_w);
+    // per-column tables: the horizontal taps (other than the 2x fast path) and the residual offsets
+    // (other than a channels-last residual, whose cells are read in runs)
+    std::vector<int> ia, ib, wa, wb;
+    std::vector<int64_t> roff;
     for (int x = 0; x < out_w; ++x) {
-        const Taps t = taps(x, s, src_w);
-        ia[x] = t.a;
-        ib[x] = t.b;
-        wa[x] = two_s - t.f;
-        wb[x] = t.f;
-        roff[x] = (int64_t)(x / cell) * rsw + (int64_t)(x % cell) * rsc;
+        if (!Scale2Cell) {
+            const Taps t = taps(x, s, src_w);
+            ia.push_back(t.a);
+            ib.push_back(t.b);
+            wa.push_back(two_s - t.f);
+            wb.push_back(t.f);
+        }
+        if (rsc != 1)
+            roff.push_back((int64_t)(x / cell) * rsw + (int64_t)(x % cell) * rsc);
     }
     const int full_cells = out_w / cell;
     const auto* res = static_cast<const typename In::storage*>(p.res);
@@ -164,23 +171,24 @@ void run(const Plane& p, int first, int last)
         rows<In, Code, false, 0>(p, first, last);
 }
 
-template <class In>
-void run_code(const Plane& p, int code_bytes, int first, int last)
+// Calls f(Float{}, Code{}) with the float storage tag of `kind` (0 = float32, 1 = float16,
+// 2 = bfloat16) and the code type of `code_bytes` (1: uint8, 2: uint16): the one place the run-time
+// dtypes become template arguments.
+template <class F>
+void with_types(int kind, int code_bytes, const F& f)
 {
-    if (code_bytes == 1)
-        run<In, vsr::u8>(p, first, last);
-    else
-        run<In, vsr::u16>(p, first, last);
-}
-
-void run_any(const Plane& p, int kind, int code_bytes, int first, int last)
-{
+    const auto with_code = [&](auto tag) {
+        if (code_bytes == 1)
+            f(tag, vsr::u8{});
+        else
+            f(tag, vsr::u16{});
+    };
     if (kind == 0)
-        run_code<vsr::F32>(p, code_bytes, first, last);
+        with_code(vsr::F32{});
     else if (kind == 1)
-        run_code<vsr::F16>(p, code_bytes, first, last);
+        with_code(vsr::F16{});
     else
-        run_code<vsr::BF16>(p, code_bytes, first, last);
+        with_code(vsr::BF16{});
 }
 
 // Rows [first, last) of the work list: (frame, cell row, channel) triples, one packed channel row each.
@@ -219,25 +227,6 @@ void pack_rows(const Pack& p, int first, int last)
     }
 }
 
-template <class Code>
-void pack_any(const Pack& p, int kind, int first, int last)
-{
-    if (kind == 0)
-        pack_rows<Code, vsr::F32>(p, first, last);
-    else if (kind == 1)
-        pack_rows<Code, vsr::F16>(p, first, last);
-    else
-        pack_rows<Code, vsr::BF16>(p, first, last);
-}
-
-void pack_code(const Pack& p, int kind, int code_bytes, int first, int last)
-{
-    if (code_bytes == 1)
-        pack_any<vsr::u8>(p, kind, first, last);
-    else
-        pack_any<vsr::u16>(p, kind, first, last);
-}
-
 // Runs work(first, last) over [0, total) split between `threads` threads (the caller's one of them).
 template <class Work>
 void parallel(int total, int threads, const Work& work)
@@ -267,7 +256,9 @@ extern "C" int vsr_cpu_upscale_plane(int kind, int code_bytes, const void* res, 
     const int total = n * out_h;
     if (total == 0 || out_w == 0)
         return 0;
-    parallel(total, threads, [&](int first, int last) { run_any(p, kind, code_bytes, first, last); });
+    parallel(total, threads, [&](int first, int last) {
+        with_types(kind, code_bytes, [&](auto in, auto code) { run<decltype(in), decltype(code)>(p, first, last); });
+    });
     return 0;
 }
 
@@ -283,6 +274,9 @@ extern "C" int vsr_cpu_pack(int kind, int code_bytes, const void* y, const void*
         return -1;
     const Pack p{y, u, v, out, n, h, w, hc, wc, rows, cols, block, m, ysn, ysh, ysw, usn, ush, usw, vsn, vsh, vsw};
     const int channels = block * block + 2 * (block / 2) * (block / 2);
-    parallel(n * rows * channels, threads, [&](int first, int last) { pack_code(p, kind, code_bytes, first, last); });
+    parallel(n * rows * channels, threads, [&](int first, int last) {
+        with_types(kind, code_bytes,
+                   [&](auto out, auto code) { pack_rows<decltype(code), decltype(out)>(p, first, last); });
+    });
     return 0;
 }

@@ -41,8 +41,8 @@ def retain_freed_memory() -> bool:
 
     glibc serves each allocation above 128 KiB-32 MiB (a feature map, an output plane) with a fresh
     ``mmap`` and unmaps it when freed, so every frame page-faults its whole working set in again; on the
-    2-core Xeon that was a third of x2-fast's network time at 960x540 (7.3 -> 5.0 ms with the settings
-    below). Raising the mmap and trim thresholds keeps that memory in the heap, where the next frame
+    2-core Xeon that cost x2-fast about 2 ms a frame at 960x540 (docs/results/cpu_allocator_xeon.md).
+    Raising the mmap and trim thresholds keeps that memory in the heap, where the next frame
     reuses it; the process then holds on to its peak working set. Process-wide, applied once, by the
     engines on the CPU; ``VSR_MALLOC_TUNING=0`` leaves malloc alone. Returns whether it was applied
     (False off glibc)."""

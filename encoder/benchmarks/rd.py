@@ -161,7 +161,7 @@ def auto_check(points: list[dict], metric: str) -> list[dict]:
 
     The side auto chose is measured there: an auto point *is* that pipeline's encode at that rate (the
     native point at its CRF, or the vsr pipeline run at the CRF the decision found, see
-    :func:`auto_points`), so it joins that pipeline's points. The other side's curve is interpolated
+    :func:`auto_points`), so its value there is the auto point's own. The other side's curve is interpolated
     linearly in log-rate (extended beyond its ends: :func:`curve_at`). ``vsr_chord`` keeps the vsr
     curve's interpolation between its own ladder points, which on short clips can sit half a VMAF
     point off the pipeline's measured value at a CRF in between (x264's rate and quality do not move
@@ -172,15 +172,14 @@ def auto_check(points: list[dict], metric: str) -> list[dict]:
     out = []
     for p in points:
         if p["pipeline"] == "auto":
-            own = [(p["kbps"], p[metric])]
-            side = "vsr" if p["resolution"] == "half" else "native"
-            (native_q, native_x) = curve_at(curve("native") + (own if side == "native" else []), p["kbps"])
-            (vsr_q, vsr_x) = curve_at(curve("vsr") + (own if side == "vsr" else []), p["kbps"])
+            chosen, other = ("vsr", "native") if p["resolution"] == "half" else ("native", "vsr")
+            other_q, extrapolated = curve_at(curve(other), p["kbps"])
+            there = {chosen: p[metric], other: other_q}
             out.append({"full_crf": p["full_crf"], "resolution": p["resolution"], "kbps": p["kbps"],
-                        "quality": p[metric], "native": native_q, "vsr": vsr_q,
+                        "quality": p[metric], "native": there["native"], "vsr": there["vsr"],
                         "vsr_chord": curve_at(curve("vsr"), p["kbps"])[0],
-                        "extrapolated": [n for n, x in (("native", native_x), ("vsr", vsr_x)) if x],
-                        "gap": p[metric] - max(native_q, vsr_q), "probe_s": p["decision"]["probe_s"],
+                        "extrapolated": [other] if extrapolated else [],
+                        "gap": p[metric] - max(there.values()), "probe_s": p["decision"]["probe_s"],
                         "probe_margin": p["decision"]["margin"]})
     return out
 

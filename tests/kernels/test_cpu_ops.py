@@ -79,7 +79,7 @@ def test_strided_planes():
     y, u, v = big[0][:, 3:36:2, 1:30:3], big[1][:, 2:11, 4:14:2], big[2][:, 5:14, 1:6]
     assert not y.is_contiguous() and y.shape == (2, 17, 10)
     r, _ = inputs.residual(y, u, v, bits=10, scale=2, dtype=torch.bfloat16)
-    r = r.permute(0, 2, 3, 1).contiguous()[:, :, :, :].permute(0, 3, 1, 2)
+    r = r.contiguous(memory_format=torch.channels_last)
     assert_identical(cpu_ops.unpack_upscale(r, y, u, v, bits=10, scale=2),
                      reference.unpack_upscale(r, y, u, v, bits=10, scale=2))
 
