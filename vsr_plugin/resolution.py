@@ -7,7 +7,8 @@ clip from trial encodes (the convex hull of the rate–quality curves); this mod
 one clip at the user's rate, with the models the clip would be coded with:
 
 * **Probes**: a few short segments spread over the clip (:func:`probe_segments`), decoded into one
-  probe clip with a keyframe at each join, encoded both ways with the user's codec and preset,
+  probe clip with a keyframe at each join — or the whole clip where the segments would cover half of
+  it or more (a clip of about 3 s or less) — encoded both ways with the user's codec and preset,
   restored (the half side with the pair's upsampler) and measured against the original with the
   user's metric (:mod:`vsr_plugin.measure.ladder`, as ``vsr-bench rd`` measures). Each segment is
   encoded with a lead-out (:data:`LEAD_OUT_SECONDS` more frames, not counted or measured), so the
@@ -53,6 +54,11 @@ LEAD_OUT_SECONDS = 0.5
 PROBE_SHARE = 0.02           # probe frames as a share of the clip's frames (a probe frame costs about 7-9
                              # frames of the final 1080p encode, so 14-18% of it on long clips) ...
 MAX_SEGMENTS = 6             # ... in at least one and at most this many segments
+# Where the segments would cover this share of the clip or more, the whole clip is the probe: it costs
+# at most twice as much and reads the clip itself, not a sample. Segments miss frames (Big Buck Bunny,
+# 48 frames, x264 CRF 32: the one segment, frames 6-41, left out the opening and called half by +0.07
+# dB PSNR-Y where the whole clip lost 0.43 dB with it) and their lead-out is only an approximation.
+WHOLE_CLIP_SHARE = 0.5
 FULL_CRF_STEP = 4.0          # the second full-resolution probe, this many CRF steps above the first
 FIRST_GUESS_CRF = {"libx264": 26.0, "libx265": 28.0, "libsvtav1": 40.0}  # --bitrate: where the search starts
 KEYINT_SECONDS = {"libsvtav1": 5.0}  # the encoders' default keyframe interval: x264/x265 250 frames, SVT-AV1 ~5 s
@@ -100,12 +106,21 @@ def probe_segments(total: int, rate: float, *, share: float = PROBE_SHARE,
                    max_segments: int = MAX_SEGMENTS) -> list[tuple[int, int]]:
     """``(first frame, frames)`` of the probe segments of a ``total``-frame clip: segments of
     :data:`SEGMENT_SECONDS` and their lead-out (:func:`segment_frames`), as many as ``share`` of
-    the frames makes in measured frames (1 .. ``max_segments``), centred in equal parts of the clip."""
+    the frames makes in measured frames (1 .. ``max_segments``), centred in equal parts of the clip;
+    or the whole clip, ``[(0, total)]``, where they would cover :data:`WHOLE_CLIP_SHARE` of it."""
     length, lead = segment_frames(total, rate)
     block = length + lead
     count = max(1, min(max_segments, round(share * total / length), total // block))
+    if count * block >= WHOLE_CLIP_SHARE * total:
+        return [(0, total)]
     part = total / count
     return [(min(total - block, max(0, round(part * (i + 0.5) - block / 2))), block) for i in range(count)]
+
+
+def lead_out_frames(segments: list[tuple[int, int]], total: int, rate: float) -> int:
+    """The lead-out at the end of each of the probe segments :func:`probe_segments` planned: none
+    where the probe is the whole clip (nothing follows it there either)."""
+    return 0 if segments == [(0, total)] else segment_frames(total, rate)[1]
 
 
 @dataclass(frozen=True)
@@ -148,8 +163,14 @@ class Decision:
             short = f", short of the {HALF_LEAD[self.metric]:.2f} lead it needs"
         return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, half {self.half_quality:.2f} "
                 f"vs full {self.full_quality:.2f} {unit} ({self.margin:+.2f}{short}); "
-                f"{len(self.segments)} segment(s), "
-                f"{self.probe_frames} frames, {2 + len(self.half)} probe encodes in {self.probe_s:.1f} s")
+                f"{self.sample}, {2 + len(self.half)} probe encodes in {self.probe_s:.1f} s")
+
+    @property
+    def sample(self) -> str:
+        """What was probed: the whole clip, or how many segments of it."""
+        if len(self.segments) == 1 and self.segments[0][0] == 0 and self.segments[0][1] == self.probe_frames:
+            return f"the whole clip ({self.probe_frames} frames)"
+        return f"{len(self.segments)} segment(s), {self.probe_frames} frames"
 
 
 def _interpolate(a: Point, b: Point, kbps: float) -> float:
@@ -192,18 +213,12 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
            say: Callable[[str], None] = lambda text: None) -> Decision:
     """Probe ``path`` both ways and choose (see the module's description)."""
     t0 = time.perf_counter()
-    planned = {}
-
-    def plan(total: int, rate: float) -> list[tuple[int, int]]:
-        planned["lead_out"] = segment_frames(total, rate)[1]  # as the plan read_segments keeps counted them
-        return probe_segments(total, rate)
-
-    clip, segments, total = read_segments(path, plan, max_frames=opts.frames)
+    clip, segments, total = read_segments(path, probe_segments, max_frames=opts.frames)
     lo, hi = CRF_RANGE[opts.codec]
     fps = float(clip.rate)
     config = LadderConfig(codec=opts.codec, preset=opts.preset,
                           vmaf_model=DEFAULT_MODEL if opts.metric == "vmaf" else None, ssim=False,
-                          keyframes_every=segments[0][1], lead_out=planned["lead_out"])
+                          keyframes_every=segments[0][1], lead_out=lead_out_frames(segments, total, fps))
     with tempfile.TemporaryDirectory(prefix="vsr-probe-") as tmp:
         runner = LadderRunner(clip, config, Path(tmp))
         measured = len(runner.measured)
