@@ -2,7 +2,7 @@
 
 ``cpu_kernels.cpp`` holds :func:`kernels.reference.pack` and the upsampler's unpack
 (:func:`kernels.reference.unpack_upscale`) written for a CPU: row by row, vectorisable, split over
-threads, with the twins' arithmetic operation for operation (no FMA, IEEE division, round half to even), so its output is bit-identical to the twin's
+OpenMP threads (torch's own: the library binds to the libgomp torch has loaded), with the twins' arithmetic operation for operation (no FMA, IEEE division, round half to even), so its output is bit-identical to the twin's
 (tests/kernels/test_cpu_ops.py). It is compiled with the system C++ compiler (``$CXX`` or ``g++``)
 for this CPU (``-march=native``) the first time a process needs it, and cached by a hash of the
 source, compiler, flags and CPU under ``$VSR_KERNEL_CACHE`` (default ``~/.cache/vsr/cpu-kernels``;
@@ -35,7 +35,7 @@ from .cupy_ops import BackendUnavailable
 KERNEL_DIR = Path(__file__).resolve().parent
 SOURCE = "cpu_kernels.cpp"
 CXXFLAGS = ("-std=c++17", "-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
-            "-pthread", "-Wall", "-Wextra")
+            "-fopenmp", "-Wall", "-Wextra")
 BUILD_TIMEOUT_S = 300  # a build takes about 3 s; a hung compiler must not hang the first frame
 _KIND = {"f32": 0, "f16": 1, "bf16": 2}
 _UPSCALE_ARGS = ([ctypes.c_int] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 9 + [ctypes.c_int64] * 7
@@ -91,8 +91,9 @@ def build(source_text: str, *, cache: Path | None = None) -> ctypes.CDLL:
                 except subprocess.TimeoutExpired as err:
                     raise BackendUnavailable(f"building {SOURCE} with {cxx} took over {BUILD_TIMEOUT_S} s") from err
                 if proc.returncode:
-                    last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-                    raise BackendUnavailable(f"building {SOURCE} with {cxx} failed: {last}")
+                    lines = proc.stderr.strip().splitlines() or ["(no message)"]
+                    first_error = next((ln for ln in lines if "error" in ln), lines[-1])
+                    raise BackendUnavailable(f"building {SOURCE} with {cxx} failed: {first_error.strip()}")
                 os.replace(out, lib_path)  # atomic: a concurrent process never loads half a library
         except OSError as err:
             raise BackendUnavailable(f"cannot write the kernel cache {lib_path.parent}: {err}") from err

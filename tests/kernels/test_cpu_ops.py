@@ -153,6 +153,21 @@ def test_pack_parity_catches_mutation(name, mutants):
         assert_identical([cpu_ops.pack(*planes, **kw, lib=mutants[name])], want)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mapped libraries (Linux)")
+def test_the_kernels_share_torchs_openmp_runtime():
+    """The library's threads are torch's (one libgomp in the process, torch's), and a call with
+    more threads than torch uses still splits its rows exactly."""
+    cpu_ops.load()
+    gomp = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libgomp" in line}
+    torch_gomp = {g for g in gomp if Path(g).parent == Path(torch.__file__).parent / "lib"}
+    if not torch_gomp:
+        pytest.skip("this torch build brings no libgomp of its own")
+    assert gomp == torch_gomp, gomp
+    y, u, v = random_planes(1, 37, 53, 8, seed=3)
+    assert_identical(cpu_ops.pack(y, u, v, bits=8, block=2, dtype=torch.float32, threads=torch.get_num_threads() + 3),
+                     reference.pack(y, u, v, bits=8, block=2, dtype=torch.float32))
+
+
 def test_auto_uses_the_compiled_kernels_on_cpu_tensors(monkeypatch):
     calls = []
     for name in ("pack", "unpack_upscale"):
@@ -202,7 +217,7 @@ def test_no_compiler_or_disabled_means_the_twin(monkeypatch):
 
 
 def test_a_failed_build_says_why(tmp_path):
-    with pytest.raises(BackendUnavailable, match="failed"):
+    with pytest.raises(BackendUnavailable, match="failed: .*error"):  # the compiler's first error line
         cpu_ops.build("this is not C++", cache=tmp_path)
     assert not list(tmp_path.glob("*.so"))  # nothing half-built left in the cache
 
