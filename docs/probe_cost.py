@@ -28,7 +28,8 @@ from vsr_plugin.media import VideoInput
 CLI = [sys.executable, "-m", "vsr_plugin.cli"]
 DECISION = re.compile(r"resolution auto: (half|full) (?:\(2x layer, CRF ([0-9.]+)\)|\(native\)) .* "
                       r"\(([-+][0-9.]+)(?:, short of the [0-9.]+ lead it needs)?\); "
-                      r"(\d+) segment\(s\), (\d+) frames, (\d+) probe encodes in ([0-9.]+) s")
+                      r"(?:(\d+) segment\(s\), (\d+) frames|the whole clip \((\d+) frames\)), "
+                      r"(\d+) probe encodes in ([0-9.]+) s")
 
 
 def timed(argv: list[str]) -> tuple[float, str]:
@@ -58,7 +59,9 @@ def main() -> int:
                 m = DECISION.search(err)
                 if m is None:
                     raise RuntimeError(f"no decision line in: {err[-400:]}")
-                side, half_crf, margin, segments, probe_frames, encodes, probe_s = m.groups()
+                side, half_crf, margin, segments, probe_frames, whole_frames, encodes, probe_s = m.groups()
+                if whole_frames is not None:  # a short clip is probed whole: one segment
+                    segments, probe_frames = "1", whole_frames
                 forced_crf = float(half_crf) if side == "half" else crf
                 forced_s, _ = timed([clip_path, "-o", str(out), "-y", "--resolution", side, "--crf", f"{forced_crf:g}"])
                 entry = {"clip": clip_path, "size": f"{clip.width}x{clip.height}", "frames": frames, "crf": crf,

@@ -25,6 +25,7 @@
 #               weights are shipped, or "--down-model PATH" for the learned downsampler
 #   DEVICE      network device for rd (default auto: CUDA when present)
 #   ABLATION    downsampler of the ablation pair (default runs/pair-default-nocodec/best-down)
+#   BEFORE      step cpu: a checkout of an earlier commit to time the network section against (optional)
 set -euo pipefail
 
 DATA=${VSR_DATA:-../shared/data}
@@ -121,6 +122,17 @@ if has cpu; then
         --name "speed_transcode_veryfast_${MACHINE}_twin"
     run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 \
         --e2e-preset veryfast --e2e-threads 1,2 --e2e-repeat 3 --out "$OUT" --name "speed_transcode_veryfast_$MACHINE"
+    run "$BENCH" speed --models x2-fast --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 \
+        --e2e-preset veryfast --e2e-threads 1,2 --e2e-repeat 3 --e2e-frames 48 --out "$OUT" \
+        --name "speed_transcode_veryfast_${MACHINE}_48f"
+    # the network section with the compiled kernels' threads as they are, and (BEFORE: a checkout of f881091,
+    # whose kernels started their own std::threads per call) as they were
+    run "$BENCH" speed --models x2-fast,x2-default --sizes 960x540 --devices cpu --runtimes torch --dtypes bf16 \
+        --no-e2e --no-vspipe --out "$OUT" --name "speed_cpu_kernels_${MACHINE}_openmp"
+    if [[ -n "${BEFORE:-}" ]]; then
+        run env PYTHONPATH="$BEFORE" "$BENCH" speed --models x2-fast,x2-default --sizes 960x540 --devices cpu \
+            --runtimes torch --dtypes bf16 --no-e2e --no-vspipe --out "$OUT" --name "speed_cpu_kernels_${MACHINE}_stdthreads"
+    fi
     run env PYTHONPATH=. .venv/bin/python docs/allocator_ab.py --name "cpu_allocator_$MACHINE"
     [[ -f "$CLIPS/urban_30s_1080p.mkv" ]] || run "$BENCH" make-clip "${URBAN[@]}" --mosaic 3x2 \
         --size 1920x1080 --frames 720 -o "$CLIPS/urban_30s_1080p.mkv"

@@ -17,8 +17,8 @@
 // between `threads` OpenMP threads (each output row is written by exactly one of them). Built with
 // -fopenmp, the library uses the libgomp torch has already loaded, so its threads are the ones that
 // just ran the network's convolutions: still awake, and not left spinning beside new threads of ours
-// (with std::threads started per call, pack + network + unpack took 8.7 ms a frame against 6.8 ms,
-// x2-fast bf16 at 960x540 on the 2-core AMX Xeon).
+// (x2-fast bf16 at 960x540 on the 2-core AMX Xeon, end to end: 142.9 fps against 100.9 fps with
+// std::threads started per call; docs/results/speed_cpu_kernels_xeon_openmp.md and _stdthreads.md).
 // The integer sums are at most 4 s^2 m < 2^24 (the planner checks), so int and float32 hold them.
 
 #include <cstdint>

@@ -77,8 +77,11 @@ def test_the_2x_layer_needs_a_lead_on_the_probes():
     # docs/probe_cost.py reads the summary line back (it missed this form once)
     from docs.probe_cost import DECISION
     wins = dataclasses.replace(close, choice="half", half_quality=89.9, half_crf=27.5)
-    assert DECISION.search(close.summary()).groups() == ("full", None, "+0.11", "1", "24", "3", "14.2")
-    assert DECISION.search(wins.summary()).groups() == ("half", "27.5", "+1.20", "1", "24", "3", "14.2")
+    assert DECISION.search(close.summary()).groups() == ("full", None, "+0.11", "1", "24", None, "3", "14.2")
+    assert DECISION.search(wins.summary()).groups() == ("half", "27.5", "+1.20", "1", "24", None, "3", "14.2")
+    whole = dataclasses.replace(close, segments=[(0, 48)], probe_frames=48)  # a 2 s clip, probed whole
+    assert "; the whole clip (48 frames), 3 probe encodes in 14.2 s" in whole.summary()
+    assert DECISION.search(whole.summary()).groups() == ("full", None, "+0.11", None, None, "48", "3", "14.2")
 
 
 def test_full_resolution_tags_are_checked():
