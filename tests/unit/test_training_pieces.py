@@ -76,3 +76,30 @@ def test_mixed_codec_degradation_makes_one_spec_per_codec():
     cfg = config_from_args(["--degradation", "x264+x265", "--degrade-crf", "20,30"])
     assert [s.codec for s in cfg.degrade_specs()] == ["x264", "x265"]
     assert {s.crf for s in cfg.degrade_specs()} == {(20, 30)}
+
+
+def test_docs_multiframe_trial_starts_as_the_single_frame_network_and_clamps_its_windows():
+    import numpy as np
+
+    from docs.multiframe_trial import Temporal, _window, restore
+    from vsr_plugin.models import Upsampler, UpsamplerConfig
+
+    torch.manual_seed(0)
+    single = Upsampler(UpsamplerConfig(channels=8, blocks=1))
+    torch.nn.init.normal_(single.tail.weight, std=0.05)  # a non-zero residual to compare
+    temporal = Temporal(single)
+    assert temporal.body[0].in_channels == 18 and temporal.tail is single.tail
+    rng = np.random.default_rng(0)
+    seq = {f"lr_{p}": rng.integers(0, 256, (1, 4, *s), dtype=np.uint8) for p, s in zip("yuv", [(8, 10), (4, 5), (4, 5)])}
+    seq |= {f"hr_{p}": rng.integers(0, 256, (1, 4, *s), dtype=np.uint8) for p, s in zip("yuv", [(16, 20), (8, 10), (8, 10)])}
+    lr, hr = _window(seq, 0, 0, 3, (2, 4, 4))  # frame 0: its own previous frame
+    assert [k for k in range(4) if np.array_equal(lr[0][0], seq["lr_y"][0, k, 2:6, 4:8])] == [0]
+    assert np.array_equal(lr[2][0], seq["lr_y"][0, 1, 2:6, 4:8]) and np.array_equal(lr[1][2], seq["lr_v"][0, 0, 1:3, 2:4])
+    assert np.array_equal(hr[0], seq["hr_y"][0, 0, 4:12, 8:16]) and np.array_equal(hr[1], seq["hr_u"][0, 0, 2:6, 4:8])
+    lr_last, _ = _window(seq, 0, 3, 3, (0, 0, 8))
+    assert np.array_equal(lr_last[2][0], lr_last[1][0])  # the last frame: its own next frame
+    frames = [tuple(torch.from_numpy(p)[None] for p in planes) for planes in _window(seq, 0, 1, 3, (0, 0, 8))[0]]
+    with torch.no_grad():  # the neighbours' weights start at zero: the single-frame network's output (to the
+        a = restore(temporal, frames, train=False)  # bf16 rounding of another summation order: 1 code value)
+        b = restore(single, frames[1:2], train=False)
+    assert all(int((x.int() - y.int()).abs().max()) <= 1 for x, y in zip(a, b))
