@@ -1,21 +1,25 @@
 """Trial for #10: does the decoder restore a coded base layer better when it also sees the frames
-before and after it? A measurement to plan by, not a product path (no surface runs such a model).
+before and after it, or the CRF the layer was coded at? A measurement to plan by, not a product path
+(no surface runs such a model).
 
-Both arms start from the same trained single-frame upsampler and train the same steps on the same
+The arms start from the same trained single-frame upsampler and train the same steps on the same
 batches of the codec-aware cache (12-frame x264 sequences of training photos panning at up to 4 HR
 pixels a frame, CRF 16-40; docs/val_by_crf.py's settings):
 
 * ``single``: the upsampler as shipped, fine-tuned (so extra training alone is accounted for);
 * ``temporal``: the same network whose first convolution also takes the packed frames t-1 and t+1
   (early fusion: 18 input channels instead of 6, the neighbours' weights starting at zero, so it
-  starts as the single-frame network; about 4% more work for x2-default).
+  starts as the single-frame network; about 4% more work for x2-default);
+* ``crf``: the same network whose first convolution also takes one constant plane, the sequence's CRF
+  as ``(crf - 28) / 12`` (uncoded sequences as CRF 0), its weights starting at zero (a decoder told
+  the base layer's rate, as the file's tags could tell it).
 
 Validation: every frame of every sequence of the validation photos' cache (frames at the ends of a
 sequence see themselves as the missing neighbour), PSNR-Y of the restored frame, by CRF band.
 
     PYTHONPATH=. .venv/bin/python docs/multiframe_trial.py --steps 2000 --out runs/multiframe-trial
 
-writes ``<out>/report.json`` and ``report.md``; ``--arms temporal`` runs one arm (a stopped trial
+writes ``<out>/report.json`` and ``report.md``; ``--arms`` picks among single, temporal and crf (a stopped trial
 starts over: it is short).
 """
 
@@ -55,16 +59,18 @@ def load_shards(folder: Path, skip: set[str] = frozenset()) -> dict[str, np.ndar
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-class Temporal(nn.Module):
-    """An upsampler whose first convolution sees frames t-1, t, t+1 packed side by side (18 channels)."""
+class WiderHead(nn.Module):
+    """An upsampler whose first convolution takes ``inputs`` channels: the packed frame's 6 at
+    ``slot``, the others (neighbouring frames, a condition) with weights starting at zero, so it
+    starts as the single-frame network."""
 
-    def __init__(self, single: nn.Module) -> None:
+    def __init__(self, single: nn.Module, inputs: int, slot: int) -> None:
         super().__init__()
         head = single.body[0]
-        fused = conv3x3(18, head.out_channels)
+        fused = conv3x3(inputs, head.out_channels)
         with torch.no_grad():
             fused.weight.zero_()
-            fused.weight[:, 6:12] = head.weight  # the centre frame's slot: starts as the single-frame network
+            fused.weight[:, slot:slot + 6] = head.weight
             fused.bias.copy_(head.bias)
         self.body = nn.Sequential(fused, *list(single.body)[1:])
         self.tail = single.tail
@@ -92,12 +98,14 @@ def _augment(plane: np.ndarray, op: int) -> np.ndarray:
 
 
 def batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, crop: int, frames: int):
-    """``size`` random crops: (list over frames of LR plane batches, HR plane batches)."""
+    """``size`` random crops: (list over frames of LR plane batches, HR plane batches, their CRFs)."""
     n, t_len, h, w = data["lr_y"].shape
     lrs = [[[] for _ in PLANES] for _ in range(frames)]
     hrs = [[] for _ in PLANES]
+    crfs = []
     for _ in range(size):
         s, t = int(rng.integers(n)), int(rng.integers(t_len))
+        crfs.append(int(data["crf"][s]))
         top, left = (2 * int(rng.integers((e - crop) // 2 + 1)) for e in (h, w))
         op = int(rng.integers(8))
         lr, hr = _window(data, s, t, frames, (top, left, crop))
@@ -107,12 +115,20 @@ def batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, crop
         for k, p in enumerate(hr):
             hrs[k].append(_augment(p, op))
     stack = lambda ps: torch.from_numpy(np.stack(ps))  # noqa: E731
-    return [tuple(stack(ps) for ps in f) for f in lrs], tuple(stack(ps) for ps in hrs)
+    return [tuple(stack(ps) for ps in f) for f in lrs], tuple(stack(ps) for ps in hrs), crfs
 
 
-def restore(net: nn.Module, lrs: list, *, train: bool) -> tuple[torch.Tensor, ...]:
-    """The centre frame restored (float code values)."""
+def crf_plane(crfs: list[int], like: torch.Tensor) -> torch.Tensor:
+    """One constant channel per sample: ``(crf - 28) / 12``, uncoded (-1) as CRF 0."""
+    values = torch.tensor([(max(c, 0) - 28) / 12 for c in crfs], dtype=like.dtype)
+    return values.view(-1, 1, 1, 1).expand(-1, 1, *like.shape[2:])
+
+
+def restore(net: nn.Module, lrs: list, *, train: bool, crfs: list[int] | None = None) -> tuple[torch.Tensor, ...]:
+    """The centre frame restored (float code values); ``crfs``: the condition plane of the ``crf`` arm."""
     packed = torch.cat([kernels.pack(*lr, bits=8, block=2) for lr in lrs], dim=1)
+    if crfs is not None:
+        packed = torch.cat([packed, crf_plane(crfs, packed)], dim=1)
     packed = packed.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         residual = net(packed)
@@ -123,7 +139,7 @@ def restore(net: nn.Module, lrs: list, *, train: bool) -> tuple[torch.Tensor, ..
 
 
 @torch.no_grad()
-def validate(net: nn.Module, val: dict[str, np.ndarray], frames: int) -> dict[str, float]:
+def validate(net: nn.Module, val: dict[str, np.ndarray], frames: int, conditioned: bool = False) -> dict[str, float]:
     """PSNR-Y (2 px shaved) over every frame of every validation sequence, per CRF band and overall."""
     net.eval()
     n, t_len, h, w = val["lr_y"].shape
@@ -133,7 +149,8 @@ def validate(net: nn.Module, val: dict[str, np.ndarray], frames: int) -> dict[st
         band = next(f"{lo}-{hi}" for lo, hi in BANDS if lo <= crf <= hi)
         for t in range(t_len):
             lr, hr = _window(val, s, t, frames, (0, 0, min(h, w)))
-            y = restore(net, [tuple(torch.from_numpy(p)[None] for p in planes) for planes in lr], train=False)[0]
+            y = restore(net, [tuple(torch.from_numpy(p)[None] for p in planes) for planes in lr], train=False,
+                        crfs=[crf] if conditioned else None)[0]
             diff = (y[0].numpy().astype(np.float64) - hr[0].astype(np.float64))[2:-2, 2:-2]
             for key in (band, "all"):
                 acc = sums.setdefault(key, [0.0, 0])
@@ -145,33 +162,34 @@ def validate(net: nn.Module, val: dict[str, np.ndarray], frames: int) -> dict[st
 
 def run_arm(arm: str, init: str, train: dict, val: dict, args: argparse.Namespace, say) -> dict:
     single, _ = load_upsampler(init)
-    net = Temporal(single) if arm == "temporal" else single
-    frames = 3 if arm == "temporal" else 1
+    net = {"temporal": lambda: WiderHead(single, 18, 6), "crf": lambda: WiderHead(single, 7, 0),
+           "single": lambda: single}[arm]()
+    frames, conditioned = (3 if arm == "temporal" else 1), arm == "crf"
     net = net.to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    rng = np.random.default_rng(args.seed)  # the same batches in both arms
-    history = [{"step": 0, **validate(net, val, frames)}]
+    rng = np.random.default_rng(args.seed)  # the same batches in every arm
+    history = [{"step": 0, **validate(net, val, frames, conditioned)}]
     say(f"{arm}: step 0 {history[-1]}")
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
         lr_now = args.lr * min(1.0, step / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in opt.param_groups:
             group["lr"] = max(lr_now, 1e-6)
-        lrs, hr = batch(train, rng, args.batch, args.crop, 3)
+        lrs, hr, crfs = batch(train, rng, args.batch, args.crop, 3)
         lrs = lrs if frames == 3 else lrs[1:2]
-        loss = yuv_l1(restore(net, lrs, train=True), hr, bits=8, luma_weight=0.8)
+        loss = yuv_l1(restore(net, lrs, train=True, crfs=crfs if conditioned else None), hr, bits=8, luma_weight=0.8)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % args.val_every == 0 or step == args.steps:
-            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), **validate(net, val, frames)})
+            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1), **validate(net, val, frames, conditioned)})
             say(f"{arm}: step {step} loss {loss.item():.5f} {history[-1]}")
     return {"arm": arm, "frames": frames, "params": sum(p.numel() for p in net.parameters()), "history": history}
 
 
 def render(report: dict) -> str:
     keys = ["all"] + [f"{lo}-{hi}" for lo, hi in BANDS]
-    lines = ["# Multi-frame trial (docs/multiframe_trial.py)", "",
+    lines = ["# Decoder trial (docs/multiframe_trial.py)", "",
              f"`{report['command']}`", "",
              f"Init `{report['init']}`; train cache `{report['train_cache']}` ({report['train_sequences']} sequences), "
              f"validation `{report['val_cache']}` ({report['val_sequences']} sequences of "
@@ -183,9 +201,11 @@ def render(report: dict) -> str:
     for arm in report["arms"]:
         for h in (arm["history"][0], arm["history"][-1]):
             lines.append(f"| {arm['arm']} | {h['step']} | " + " | ".join(f"{h[k]:.3f}" for k in keys) + " |")
-    if len(report["arms"]) == 2:
-        a, b = (arm["history"][-1] for arm in report["arms"])
-        lines += ["", "Temporal minus single at the end: " + ", ".join(f"{k} {b[k] - a[k]:+.3f} dB" for k in keys)]
+    ends = {arm["arm"]: arm["history"][-1] for arm in report["arms"]}
+    for name, end in ends.items():
+        if name != "single" and "single" in ends:
+            lines += ["", f"{name} minus single at the end: "
+                      + ", ".join(f"{k} {end[k] - ends['single'][k]:+.3f} dB" for k in keys)]
     return "\n".join(lines) + "\n"
 
 

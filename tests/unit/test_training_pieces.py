@@ -78,16 +78,16 @@ def test_mixed_codec_degradation_makes_one_spec_per_codec():
     assert {s.crf for s in cfg.degrade_specs()} == {(20, 30)}
 
 
-def test_docs_multiframe_trial_starts_as_the_single_frame_network_and_clamps_its_windows():
+def test_docs_multiframe_trial_arms_start_as_the_single_frame_network_and_windows_clamp():
     import numpy as np
 
-    from docs.multiframe_trial import Temporal, _window, restore
+    from docs.multiframe_trial import WiderHead, _window, crf_plane, restore
     from vsr_plugin.models import Upsampler, UpsamplerConfig
 
     torch.manual_seed(0)
     single = Upsampler(UpsamplerConfig(channels=8, blocks=1))
     torch.nn.init.normal_(single.tail.weight, std=0.05)  # a non-zero residual to compare
-    temporal = Temporal(single)
+    temporal, conditioned = WiderHead(single, 18, 6), WiderHead(single, 7, 0)
     assert temporal.body[0].in_channels == 18 and temporal.tail is single.tail
     rng = np.random.default_rng(0)
     seq = {f"lr_{p}": rng.integers(0, 256, (1, 4, *s), dtype=np.uint8) for p, s in zip("yuv", [(8, 10), (4, 5), (4, 5)])}
@@ -98,8 +98,10 @@ def test_docs_multiframe_trial_starts_as_the_single_frame_network_and_clamps_its
     assert np.array_equal(hr[0], seq["hr_y"][0, 0, 4:12, 8:16]) and np.array_equal(hr[1], seq["hr_u"][0, 0, 2:6, 4:8])
     lr_last, _ = _window(seq, 0, 3, 3, (0, 0, 8))
     assert np.array_equal(lr_last[2][0], lr_last[1][0])  # the last frame: its own next frame
+    plane = crf_plane([40, -1], torch.zeros(2, 6, 3, 5))
+    assert plane.shape == (2, 1, 3, 5) and plane[0].unique().item() == 1.0 and plane[1].unique().item() == pytest.approx(-28 / 12)
     frames = [tuple(torch.from_numpy(p)[None] for p in planes) for planes in _window(seq, 0, 1, 3, (0, 0, 8))[0]]
-    with torch.no_grad():  # the neighbours' weights start at zero: the single-frame network's output (to the
-        a = restore(temporal, frames, train=False)  # bf16 rounding of another summation order: 1 code value)
-        b = restore(single, frames[1:2], train=False)
-    assert all(int((x.int() - y.int()).abs().max()) <= 1 for x, y in zip(a, b))
+    with torch.no_grad():  # the extra inputs' weights start at zero: the single-frame network's output (to the
+        want = restore(single, frames[1:2], train=False)  # bf16 rounding of another summation order: 1 code value)
+        for got in (restore(temporal, frames, train=False), restore(conditioned, frames[1:2], train=False, crfs=[30])):
+            assert all(int((x.int() - y.int()).abs().max()) <= 1 for x, y in zip(got, want))
