@@ -11,13 +11,14 @@ Writes docs/results/NAME.json and NAME.md; keep other jobs off the machine while
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from encoder.benchmarks.report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,8 +66,6 @@ def main() -> int:
     med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
     data = {"command": " ".join(["docs/allocator_ab.py", *sys.argv[1:]]), "args": vars(args), "runs": runs,
             "median": med, "wall_ratio_A_over_B": ratios, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    out = REPO / "docs" / "results"
-    (out / f"{args.name}.json").write_text(json.dumps(data, indent=1) + "\n")
     per_frame = (med["B"]["wall_s"] - med["A"]["wall_s"]) / args.frames * 1e3
     md = [f"# CPU allocator setting, A/B ({data['date']})", "",
           f"`{data['command']}`: `x2-{args.model}` at {args.size}, {args.frames} frames per process, whole processes, "
@@ -77,7 +76,7 @@ def main() -> int:
     md += ["", f"A/B wall, pair by pair: {', '.join(f'{r:.3f}' for r in ratios)} (median "
                f"{statistics.median(ratios):.3f}); {per_frame:.2f} ms per frame saved (median walls; process "
                "start-up and model loading included in both).", ""]
-    (out / f"{args.name}.md").write_text("\n".join(md))
+    write_report(REPO / "docs" / "results", args.name, data, "\n".join(md))
     print("\n".join(md))
     return 0
 

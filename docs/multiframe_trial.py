@@ -26,7 +26,6 @@ starts over: it is short).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -37,7 +36,8 @@ from torch import nn
 
 import kernels
 from encoder.training.tasks import yuv_l1
-from vsr_plugin.atomic import write_bytes_atomic
+from encoder.benchmarks.report import write_report
+from vsr_plugin.measure import metrics
 from vsr_plugin.models import load_upsampler
 from vsr_plugin.models.layers import conv3x3
 
@@ -151,13 +151,13 @@ def validate(net: nn.Module, val: dict[str, np.ndarray], frames: int, conditione
             lr, hr = _window(val, s, t, frames, (0, 0, min(h, w)))
             y = restore(net, [tuple(torch.from_numpy(p)[None] for p in planes) for planes in lr], train=False,
                         crfs=[crf] if conditioned else None)[0]
-            diff = (y[0].numpy().astype(np.float64) - hr[0].astype(np.float64))[2:-2, 2:-2]
+            diff = metrics.shave(y[0].numpy().astype(np.float64) - hr[0].astype(np.float64), 2)
             for key in (band, "all"):
                 acc = sums.setdefault(key, [0.0, 0])
                 acc[0] += float((diff ** 2).sum())
                 acc[1] += diff.size
     net.train()
-    return {k: 10 * math.log10(255 ** 2 / (se / count)) for k, (se, count) in sums.items()}
+    return {k: metrics.psnr_from_mse(se / count) for k, (se, count) in sums.items()}
 
 
 def run_arm(arm: str, init: str, train: dict, val: dict, args: argparse.Namespace, say) -> dict:
@@ -209,6 +209,23 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_trial(args: argparse.Namespace, out: Path, say) -> None:
+    val_folder, train_folder = Path(args.val_cache), Path(args.train_cache)
+    val = load_shards(val_folder)
+    train = load_shards(train_folder, skip={s.stem for s in val_folder.glob("*.npz")})
+    say(f"train {train['lr_y'].shape}, val {val['lr_y'].shape}")
+    report = {"command": "PYTHONPATH=. .venv/bin/python docs/multiframe_trial.py " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+              "init": args.init, "train_cache": str(train_folder), "val_cache": str(val_folder),
+              "train_sequences": int(train["lr_y"].shape[0]), "val_sequences": int(val["lr_y"].shape[0]),
+              "val_frames": int(val["lr_y"].shape[1]), "steps": args.steps, "batch": args.batch,
+              "crop": args.crop, "lr": args.lr, "arms": []}
+    for arm in args.arms.split(","):
+        report["arms"].append(run_arm(arm, args.init, train, val, args, say))
+        write_report(out, "report", report, render(report))
+    say(render(report))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--init", default="x2-codec-aware-v2-up")
@@ -227,28 +244,13 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "log.txt", "a")
+    with open(out / "log.txt", "a") as log:
+        def say(text: str) -> None:
+            print(text, flush=True)
+            log.write(text + "\n")
+            log.flush()
 
-    def say(text: str) -> None:
-        print(text, flush=True)
-        log.write(text + "\n")
-        log.flush()
-
-    val_folder, train_folder = Path(args.val_cache), Path(args.train_cache)
-    val = load_shards(val_folder)
-    train = load_shards(train_folder, skip={s.stem for s in val_folder.glob("*.npz")})
-    say(f"train {train['lr_y'].shape}, val {val['lr_y'].shape}")
-    report = {"command": "PYTHONPATH=. .venv/bin/python docs/multiframe_trial.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-              "init": args.init, "train_cache": str(train_folder), "val_cache": str(val_folder),
-              "train_sequences": int(train["lr_y"].shape[0]), "val_sequences": int(val["lr_y"].shape[0]),
-              "val_frames": int(val["lr_y"].shape[1]), "steps": args.steps, "batch": args.batch,
-              "crop": args.crop, "lr": args.lr, "arms": []}
-    for arm in args.arms.split(","):
-        report["arms"].append(run_arm(arm, args.init, train, val, args, say))
-        write_bytes_atomic(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-        write_bytes_atomic(out / "report.md", render(report).encode())
-    say(render(report))
+        run_trial(args, out, say)
     return 0
 
 

@@ -168,7 +168,7 @@ class Decision:
     @property
     def sample(self) -> str:
         """What was probed: the whole clip, or how many segments of it."""
-        if len(self.segments) == 1 and self.segments[0][0] == 0 and self.segments[0][1] == self.probe_frames:
+        if self.segments == [(0, self.probe_frames)]:  # (a whole-clip probe has no lead-out: all frames count)
             return f"the whole clip ({self.probe_frames} frames)"
         return f"{len(self.segments)} segment(s), {self.probe_frames} frames"
 
