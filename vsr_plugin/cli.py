@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target video bitrate instead of CRF, e.g. 4M or 2500k: two passes, and a third (or more) "
                         "when the result is more than 3%% off, as two-pass encoders are on short clips")
     g.add_argument("--preset", default=None, help="encoder preset (e.g. medium, slow; SVT-AV1: 0-13)")
+    g.add_argument("--tune", default=None,
+                   help="x264/x265 tune (film, animation, grain, psnr, ssim, ...) for every encode of the run, "
+                        "--resolution auto's probes included (default: none)")
     g.add_argument("--pix-fmt", choices=["yuv420p", "yuv420p10le"], default=None,
                    help="output pixel format (default: the input's bit depth)")
     _add_engine_args(p)
@@ -204,7 +207,7 @@ def run_transcode(argv: list[str]) -> int:
         print(f"note: restoring the odd size {tags.width}x{tags.height} with libsvtav1 (H.264 cannot store it)",
               file=sys.stderr)
     encode = EncodeOptions(codec=codec, crf=args.crf, preset=args.preset, bitrate=parse_bitrate(args.bitrate),
-                           pix_fmt=args.pix_fmt, threads=args.threads)
+                           pix_fmt=args.pix_fmt, threads=args.threads, tune=args.tune)
     if args.upscale:
         return _upscale(args, encode)
     if tags is not None:
@@ -276,8 +279,8 @@ def _decide(args: argparse.Namespace, encode, up_path: Path):
                          "(use --resolution half or full)")
     down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
     engine = {"device": args.device, "dtype": args.dtype, "batch": args.batch, "runtime": args.runtime}
-    opts = ProbeOptions(codec=encode.codec, preset=encode.preset, crf=encode.crf,
-                        bitrate=encode.bitrate, metric=args.metric, frames=args.frames)
+    opts = ProbeOptions(codec=encode.codec, preset=encode.preset, crf=encode.crf, bitrate=encode.bitrate,
+                        tune=encode.tune, metric=args.metric, frames=args.frames)
     say = (lambda text: None) if args.quiet else (lambda text: print(f"vsr-transcode: {text}", file=sys.stderr))
     return decide(args.input, native(), vsr(down, str(up_path), engine), opts, say=say)
 
@@ -294,7 +297,7 @@ def _report(args: argparse.Namespace) -> int:
     down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
     up = str(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
-                         bitrate=parse_bitrate(args.bitrate), preset=args.preset, frames=args.frames,
+                         bitrate=parse_bitrate(args.bitrate), preset=args.preset, tune=args.tune, frames=args.frames,
                          engine={"device": args.device, "dtype": args.dtype, "batch": args.batch,
                                  "runtime": args.runtime})
     md, data = run_report(args.input, opts, quiet=args.quiet)

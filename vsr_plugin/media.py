@@ -30,6 +30,9 @@ CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (1, 63)}
 _X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                  "placebo")
 PRESETS = {"libx264": _X26X_PRESETS, "libx265": _X26X_PRESETS, "libsvtav1": tuple(str(p) for p in range(-1, 14))}
+# the encoders' --tune values (SVT-AV1 and FFV1 take none through ffmpeg's options)
+TUNES = {"libx264": ("film", "animation", "grain", "stillimage", "psnr", "ssim", "fastdecode", "zerolatency"),
+         "libx265": ("psnr", "ssim", "grain", "zerolatency", "fastdecode", "animation")}
 PIPE_IN, PIPE_OUT = "pipe:0", "pipe:1"
 
 
@@ -648,7 +651,7 @@ class EncodeOptions:
     (x264 18, x265 20, SVT-AV1 30) is used; ``ffv1`` is lossless and takes neither. ``pix_fmt``
     None keeps the input's bit depth. ``threads`` caps the encoder's worker threads (x264
     ``threads``, x265 ``pools``, SVT-AV1 ``lp``, otherwise libavcodec's ``threads``); None leaves the
-    codec's own choice.
+    codec's own choice. ``tune``: the encoder's tune (x264, x265: ``psnr``, ``film``, ...).
     """
 
     codec: str = "libx264"
@@ -658,6 +661,7 @@ class EncodeOptions:
     pix_fmt: str | None = None
     rate_pass: RatePass | None = None  # one pass of a two-pass encode at ``bitrate`` (see transcode.py)
     threads: int | None = None
+    tune: str | None = None            # the encoder's --tune (x264, x265); None: none
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -685,6 +689,10 @@ class EncodeOptions:
                 names = PRESETS[self.codec]
                 shown = f"{names[0]}..{names[-1]}" if self.codec == "libsvtav1" else ", ".join(names)
                 raise ValueError(f"{self.codec} presets are {shown}, got {self.preset!r}")
+        if self.tune is not None and self.tune not in TUNES.get(self.codec, ()):
+            if self.codec not in TUNES:
+                raise ValueError(f"{self.codec} takes no tune, got {self.tune!r}")
+            raise ValueError(f"{self.codec} tunes are {', '.join(TUNES[self.codec])}, got {self.tune!r}")
 
     def codec_options(self, hdr: HdrMetadata | None = None) -> dict[str, str]:
         """The encoder's options; ``hdr``: HDR10 metadata to write into the bitstream."""
@@ -695,6 +703,8 @@ class EncodeOptions:
             return {**opts, "level": "3", "slicecrc": "1"}
         if self.preset:
             opts["preset"] = self.preset
+        if self.tune:
+            opts["tune"] = self.tune
         if self.bitrate is None:
             opts["crf"] = f"{self.crf if self.crf is not None else DEFAULT_CRF[self.codec]:g}"
         params = {"log-level": "error"} if self.codec == "libx265" else {}

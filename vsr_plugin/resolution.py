@@ -199,6 +199,7 @@ class ProbeOptions:
     preset: str | None = None
     crf: float | None = None        # --crf: the full-resolution CRF whose rate is the target
     bitrate: int | None = None      # --bitrate, bits/s
+    tune: str | None = None         # --tune, for both sides
     metric: str = "vmaf"
     frames: int | None = None       # the first N frames of the input only
 
@@ -225,7 +226,8 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
 
         def probe(pipe: Pipeline, base: Path, size: tuple[int, int], crf: float) -> Point:
             crf = round(min(max(crf, lo), hi), 2)
-            p = runner.point(pipe, EncodeOptions(codec=opts.codec, crf=crf, preset=opts.preset), base, size)
+            p = runner.point(pipe, EncodeOptions(codec=opts.codec, crf=crf, preset=opts.preset, tune=opts.tune),
+                             base, size)
             kbps = clip_kbps(p, measured, total, fps, opts.codec)
             point = Point(crf, kbps, p["vmaf"] if opts.metric == "vmaf" else p["psnr_y"])
             say(f"probe {pipe.name} crf {crf:g}: {point.kbps:.0f} kbps, {opts.metric} {point.quality:.2f}")

@@ -35,6 +35,7 @@ class ReportOptions:
     crf: float | None = None
     bitrate: int | None = None
     preset: str | None = None
+    tune: str | None = None
     frames: int | None = None
     tolerance: float = 0.03      # relative bitrate mismatch accepted for the native encode
     max_probes: int = 6
@@ -55,7 +56,8 @@ def _match_native_crf(runner: LadderRunner, base_path: Path, target_kbps: float,
     crf = min(max(start, lo), hi)
     probes: list[tuple[float, float]] = []
     for _ in range(opts.max_probes):
-        kbps = runner.kbps(EncodeOptions(codec=opts.codec, crf=round(crf, 2), preset=opts.preset), base_path)
+        kbps = runner.kbps(EncodeOptions(codec=opts.codec, crf=round(crf, 2), preset=opts.preset, tune=opts.tune),
+                           base_path)
         probes.append((round(crf, 2), kbps))
         say(f"native crf {crf:.2f}: {kbps:.1f} kbps (target {target_kbps:.1f})")
         if abs(kbps / target_kbps - 1) <= opts.tolerance:
@@ -98,7 +100,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     pipes = {"vsr": vsr(opts.down_model, opts.up_model, engine), "native": native(),
              "bicubic": conventional("bicubic")}
     base_crf = opts.crf if opts.crf is not None else (None if opts.bitrate else DEFAULT_CRF[opts.codec])
-    half = EncodeOptions(codec=opts.codec, crf=base_crf, bitrate=opts.bitrate, preset=preset)
+    half = EncodeOptions(codec=opts.codec, crf=base_crf, bitrate=opts.bitrate, preset=preset, tune=opts.tune)
     points: dict[str, dict] = {}
     probes: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="vsr-report-") as tmp:
@@ -111,10 +113,10 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         target = points["vsr"]["kbps"]
         base_path, size, _ = runner.prepare(pipes["native"])
         if opts.bitrate is not None:
-            full = EncodeOptions(codec=opts.codec, bitrate=opts.bitrate, preset=preset)
+            full = EncodeOptions(codec=opts.codec, bitrate=opts.bitrate, preset=preset, tune=opts.tune)
         else:
             crf, probes = _match_native_crf(runner, base_path, target, base_crf + CRF_OFFSET_FULL, opts, say)
-            full = EncodeOptions(codec=opts.codec, crf=crf, preset=preset)
+            full = EncodeOptions(codec=opts.codec, crf=crf, preset=preset, tune=opts.tune)
         points["native"] = runner.point(pipes["native"], full, base_path, size)
         remove(base_path)
 
@@ -128,7 +130,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     md = (f"vsr-transcode --report {path}: {clip.width}x{clip.height}, {len(clip.frames)} frames, "
           f"{opts.codec} preset {preset}\n\n"
           + markdown_table(["pipeline", "setting", "kbps", "PSNR-Y", "SSIM-Y", "VMAF"], rows) + "\n" + verdict + "\n")
-    data = {"input": str(path), "codec": opts.codec, "preset": preset, "frames": len(clip.frames),
+    data = {"input": str(path), "codec": opts.codec, "preset": preset, "tune": opts.tune, "frames": len(clip.frames),
             "points": {k: {kk: vv for kk, vv in p.items() if kk != "per_frame"} for k, p in points.items()},
             "native_crf_probes": probes}
     return md, data

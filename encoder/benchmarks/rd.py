@@ -122,12 +122,12 @@ def auto_points(runner: LadderRunner, native_pipe: Pipeline, half_pipe: Pipeline
     try:
         for crf in cfg.ladder(native_pipe):
             dec = decide(clip.path, native_pipe, half_pipe, ProbeOptions(codec=cfg.codec, preset=cfg.preset, crf=crf,
-                                                                         metric=metric, frames=frames))
+                                                                         tune=cfg.tune, metric=metric, frames=frames))
             if dec.choice == "full":
                 point = dict(next(p for p in done if p["pipeline"] == "native" and p["crf"] == crf))
             else:
                 prepared = prepared or runner.prepare(half_pipe)
-                options = EncodeOptions(codec=cfg.codec, crf=dec.half_crf, preset=cfg.preset)
+                options = EncodeOptions(codec=cfg.codec, crf=dec.half_crf, preset=cfg.preset, tune=cfg.tune)
                 point = runner.point(half_pipe, options, prepared[0], prepared[1])
             point.update(pipeline="auto", full_crf=crf, resolution=dec.choice, decision={
                 "metric": metric, "target_kbps": dec.target_kbps, "full_quality": dec.full_quality,
@@ -259,7 +259,8 @@ def _fmt_cross(cs: list[dict], anchor: str, test: str) -> str:
 
 
 def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
-    lines = [f"# vsr-bench rd — {data['codec']} preset {data['preset']}", ""]
+    tune = f", tune {data['tune']}" if data.get("tune") else ""
+    lines = [f"# vsr-bench rd — {data['codec']} preset {data['preset']}{tune}", ""]
     lines.append("Bitrate: video packet bytes with the encoder's SEI/metadata units removed (same for every "
                  "pipeline), over the clip's duration. PSNR: mean of per-frame PSNR (capped at "
                  f"{metrics.PSNR_CAP_DB:g} dB); PSNR-YUV = (6·Y + U + V) / 8; SSIM-Y: 11x11 Gaussian; VMAF: libvmaf "
@@ -386,7 +387,7 @@ def load_reusable(path: str | None, config: LadderConfig) -> dict:
         old = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"--reuse: cannot read {path}: {e}") from None
-    want = {"protocol": "rd-v1", "codec": config.codec, "preset": config.preset,
+    want = {"protocol": "rd-v1", "codec": config.codec, "preset": config.preset, "tune": config.tune,
             "ladders": {"full": list(config.crf_full), "half": list(config.crf_half)}, "vmaf_model": config.vmaf_model}
     for key, value in want.items():
         if old.get(key) != value:
@@ -415,7 +416,7 @@ def run_rd(args: argparse.Namespace) -> int:
     say = _say(args.quiet)
     codec = args.codec
     ladders = DEFAULT_LADDERS[codec]
-    config = LadderConfig(codec=codec, preset=args.preset or DEFAULT_PRESET[codec],
+    config = LadderConfig(codec=codec, preset=args.preset or DEFAULT_PRESET[codec], tune=args.tune,
                           crf_full=parse_ladder(args.crf_full) if args.crf_full else ladders["full"],
                           crf_half=parse_ladder(args.crf_half) if args.crf_half else ladders["half"],
                           vmaf_model=args.vmaf_model, lossless_check=not args.no_lossless_check,
@@ -488,7 +489,7 @@ def run_rd(args: argparse.Namespace) -> int:
         results.append(entry)
 
     data = {
-        "protocol": "rd-v1", "codec": codec, "preset": config.preset,
+        "protocol": "rd-v1", "codec": codec, "preset": config.preset, "tune": config.tune,
         "ladders": {"full": list(config.crf_full), "half": list(config.crf_half)},
         "pipelines": {p.name: p.description for p in pipelines}, "skipped": skipped,
         "models": {p.name: p.models for p in pipelines if p.models},
@@ -524,6 +525,7 @@ def add_parser(sub) -> None:
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video files (y4m, mp4, mkv, ...)")
     p.add_argument("--codec", default="libx264", choices=list(RD_CODECS))
     p.add_argument("--preset", default=None, help="encoder preset (default: x264/x265 medium, SVT-AV1 8)")
+    p.add_argument("--tune", default=None, help="x264/x265 tune of every encode, every pipeline alike (default: none)")
     p.add_argument("--crf-full", default=None, help="CRF ladder of full-resolution encodes, e.g. 23,27,31,35 "
                                                     "(default per codec, see docs/benchmarks.md)")
     p.add_argument("--crf-half", default=None, help="CRF ladder of half-resolution (base layer) encodes")

@@ -46,6 +46,38 @@ def test_base_layer_round_trip_restores_odd_size_frames_and_audio(tmp_path, tiny
     assert r["audio"][0][1] == pytest.approx(a["audio"][0][1], abs=0.03)
 
 
+def encoder_settings(path) -> str:
+    """The settings line x264 and x265 write into the stream (an SEI of the first picture; in
+    Matroska x265's lies in the codec's extradata)."""
+    with av.open(str(path)) as c:
+        data = bytes(c.streams.video[0].codec_context.extradata or b"") + bytes(next(c.demux(video=0)))
+    start = data.find(b"options: ")
+    assert start >= 0, "no encoder settings in the stream"
+    return data[start:data.find(b"\0", start)].decode(errors="replace")
+
+
+@pytest.mark.parametrize("codec,tuned,untuned", [("libx264", (" psy=0 ", " aq=1:0.00"), (" psy=1 ", " aq=1:1.00")),
+                                                  ("libx265", (" psy-rd=0.00 ", " aq-strength=0.00 "),
+                                                   (" psy-rd=2.00 ", " aq-strength=1.00 "))])
+def test_tune_reaches_the_encoder_of_every_layer(tmp_path, tiny_pair, capsys, codec, tuned, untuned):
+    """--tune psnr turns the encoders' psycho-visual tools off (x264: psy-rd, AQ strength; x265 the same)
+    in a 2x layer, a full-resolution one and --resolution auto's encode; without it they stay on."""
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=3, audio=False)
+    down, up, _ = tiny_pair
+    for resolution in ("half", "full", "auto"):
+        for tune in ("psnr", None):
+            out = tmp_path / f"{resolution}-{tune}.vsr.mkv"
+            assert main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "--codec", codec,
+                         "--crf", "30", "--resolution", resolution, "-q", *(["--tune", tune] if tune else [])]) == 0
+            settings = encoder_settings(out)
+            for s in (tuned if tune else untuned):
+                assert s in settings, (resolution, tune, settings)
+    # a tune the codec lacks is one line, and nothing is written
+    assert _encode(src, tmp_path / "bad.vsr.mkv", tiny_pair, "--codec", "libsvtav1", "--tune", "psnr") == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["vsr-transcode: error: libsvtav1 takes no tune, got 'psnr'"]
+    assert not (tmp_path / "bad.vsr.mkv").exists()
+
+
 @pytest.mark.skipif(pair_names(DEFAULT_PAIR)[1] not in shipped_models(), reason="no shipped pair")
 def test_shipped_pair_is_the_default_both_ways(tmp_path):
     """No model flags: the default pair encodes, and restore finds its upsampler by the tags."""
@@ -143,6 +175,7 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
     v, n = data["points"]["vsr"], data["points"]["native"]
     assert abs(n["kbps"] / v["kbps"] - 1) < 0.25  # rate-matched (tiny clips match loosely)
     assert len(data["native_crf_probes"]) >= 1
+    assert data["tune"] is None and {p["tune"] for p in data["points"].values()} == {None}
     for p in (v, n, data["points"]["bicubic"]):
         assert 10 < p["psnr_y"] < 60 and 0 < p["ssim_y"] <= 1 and 0 <= p["vmaf"] <= 100
     assert [q.name for q in tmp_path.iterdir()] and not any(q.suffix == ".mkv" for q in tmp_path.iterdir())

@@ -196,6 +196,27 @@ def test_rd_accepts_mp4_and_frame_limit(tmp_path):
     assert Fraction(data["clips"][0]["rate"]) == 25
 
 
+def test_rd_tune_codes_every_pipeline_alike_and_is_checked_on_reuse(tmp_path, capsys):
+    src = ffmpeg_clip(tmp_path / "in.mp4", size=(64, 48), frames=2, audio=False)
+    out = tmp_path / "o"
+    common = [str(src), "--pipelines", "native,bicubic", "--crf-full", "24,36", "--crf-half", "18,30", "--no-plots",
+              "--no-lossless-check", "--quiet", "--out", str(out)]
+    assert main(["rd", *common, "--tune", "psnr", "--name", "tuned"]) == 0
+    tuned = json.loads((out / "tuned.json").read_text())
+    assert tuned["tune"] == "psnr" and {p["tune"] for p in tuned["clips"][0]["points"]} == {"psnr"}
+    assert (out / "tuned.md").read_text().startswith("# vsr-bench rd — libx264 preset medium, tune psnr")
+    assert main(["rd", *common, "--name", "plain"]) == 0
+    plain = json.loads((out / "plain.json").read_text())
+    assert plain["tune"] is None
+    # the same encodes with and without the tune differ (x264's psy-rd and AQ are off in one)
+    assert [p["bytes"] for p in plain["clips"][0]["points"]] != [p["bytes"] for p in tuned["clips"][0]["points"]]
+    capsys.readouterr()
+    assert main(["rd", *common, "--reuse", str(out / "tuned.json"), "--name", "again"]) == 2
+    assert "was measured with tune 'psnr', this run uses None" in capsys.readouterr().err
+    assert main(["rd", *common, "--tune", "film", "--codec", "libsvtav1", "--name", "bad"]) == 2
+    assert "libsvtav1 takes no tune, got 'film'" in capsys.readouterr().err
+
+
 def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
     """A downsampler named '...-down' brings its '...-up' upsampler along; odd sizes work."""
     import torch

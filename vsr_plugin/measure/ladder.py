@@ -125,6 +125,7 @@ class LadderConfig:
 
     codec: str = "libx264"
     preset: str | None = None
+    tune: str | None = None                 # the encoder's tune, every pipeline alike
     crf_full: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["full"]
     crf_half: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["half"]
     vmaf_model: str | None = DEFAULT_MODEL  # None: no VMAF (PSNR only)
@@ -140,6 +141,7 @@ class LadderConfig:
             raise ValueError(f"lead_out {self.lead_out} needs segments (keyframes_every) longer than it")
         if self.codec not in RD_CODECS:
             raise ValueError(f"codec must be one of {', '.join(RD_CODECS)}, got {self.codec!r}")
+        EncodeOptions(codec=self.codec, preset=self.preset, tune=self.tune)  # a clear error before any encode
         lo, hi = CRF_RANGE[self.codec]
         for which, ladder in (("full", self.crf_full), ("half", self.crf_half)):
             if len(ladder) < 2:
@@ -227,7 +229,7 @@ class LadderRunner:
         points = []
         try:
             for crf in cfg.ladder(pipeline):
-                options = EncodeOptions(codec=cfg.codec, crf=crf, preset=cfg.preset)
+                options = EncodeOptions(codec=cfg.codec, crf=crf, preset=cfg.preset, tune=cfg.tune)
                 points.append(self.point(pipeline, options, base_path, size, down_s if not points else 0.0))
                 if on_point:
                     on_point(points[-1])
@@ -275,7 +277,7 @@ class LadderRunner:
         q, per_frame = self._quality(out, f"{clip.name} {pipeline.name} {setting}")
         t4 = time.perf_counter()
         return {
-            "pipeline": pipeline.name, "crf": options.crf, "target_bitrate": options.bitrate,
+            "pipeline": pipeline.name, "crf": options.crf, "target_bitrate": options.bitrate, "tune": options.tune,
             "base_width": bw, "base_height": bh,
             "kbps": bits.kbps(self.seconds), "kbps_with_sei": bits.kbps(self.seconds, with_sei=True),
             "bytes": bits.picture_bytes, "bytes_with_sei": bits.packet_bytes, "key_bytes": bits.key_picture_bytes,
