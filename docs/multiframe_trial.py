@@ -12,7 +12,11 @@ pixels a frame, CRF 16-40; docs/val_by_crf.py's settings):
   starts as the single-frame network; about 4% more work for x2-default);
 * ``crf``: the same network whose first convolution also takes one constant plane, the sequence's CRF
   as ``(crf - 28) / 12`` (uncoded sequences as CRF 0), its weights starting at zero (a decoder told
-  the base layer's rate, as the file's tags could tell it).
+  the base layer's rate, as the file's tags could tell it);
+* ``crfbias``: the same condition ``c`` moves every convolution's output instead, ``+ c * shift``
+  (one vector per layer, from zero), and ``crffilm`` also scales it, ``* (1 + c * gain)``: for one
+  ``c`` both fold into the plain convolutions (weights and biases), so a decoder told the rate would
+  run at exactly the cost of today's.
 
 Validation: every frame of every sequence of the validation photos' cache (frames at the ends of a
 sequence see themselves as the missing neighbour), PSNR-Y of the restored frame, by CRF band.
@@ -79,6 +83,33 @@ class WiderHead(nn.Module):
         return self.tail(self.body(packed))
 
 
+class Conditioned(nn.Module):
+    """The upsampler with every convolution's output moved by a per-sample condition ``c``:
+    ``out * (1 + c * gain) + c * shift`` (``film``; else the shift alone), the vectors starting at
+    zero, so it starts as the unconditioned network. Set :attr:`condition` (shape ``(N,)``) before
+    each call."""
+
+    def __init__(self, single: nn.Module, film: bool) -> None:
+        super().__init__()
+        self.net = single
+        convs = [m for m in list(single.body) + [single.tail] if isinstance(m, nn.Conv2d)]
+        self.shift = nn.ParameterList([nn.Parameter(torch.zeros(c.out_channels)) for c in convs])
+        self.gain = nn.ParameterList([nn.Parameter(torch.zeros(c.out_channels)) for c in convs]) if film else None
+        self.condition: torch.Tensor | None = None
+        for k, conv in enumerate(convs):
+            conv.register_forward_hook(lambda module, args, out, k=k: self._move(out, k))
+
+    def _move(self, out: torch.Tensor, k: int) -> torch.Tensor:
+        c = self.condition.to(out.device).view(-1, 1, 1, 1)
+        moved = out + c * self.shift[k].view(1, -1, 1, 1)
+        if self.gain is not None:
+            moved = moved + c * self.gain[k].view(1, -1, 1, 1) * out
+        return moved
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return self.net(packed)
+
+
 def _window(data: dict[str, np.ndarray], s: int, t: int, frames: int, crop: tuple[int, int, int]) -> tuple:
     """LR planes of frames t-1, t, t+1 (clamped to the sequence) and HR planes of t, cropped."""
     top, left, size = crop  # in LR luma pixels (even)
@@ -118,16 +149,22 @@ def batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, crop
     return [tuple(stack(ps) for ps in f) for f in lrs], tuple(stack(ps) for ps in hrs), crfs
 
 
+def crf_values(crfs: list[int]) -> torch.Tensor:
+    """The condition of each sample: ``(crf - 28) / 12``, uncoded (-1) as CRF 0."""
+    return torch.tensor([(max(c, 0) - 28) / 12 for c in crfs])
+
+
 def crf_plane(crfs: list[int], like: torch.Tensor) -> torch.Tensor:
-    """One constant channel per sample: ``(crf - 28) / 12``, uncoded (-1) as CRF 0."""
-    values = torch.tensor([(max(c, 0) - 28) / 12 for c in crfs], dtype=like.dtype)
-    return values.view(-1, 1, 1, 1).expand(-1, 1, *like.shape[2:])
+    """One constant channel per sample, the condition of :func:`crf_values`."""
+    return crf_values(crfs).to(like.dtype).view(-1, 1, 1, 1).expand(-1, 1, *like.shape[2:])
 
 
 def restore(net: nn.Module, lrs: list, *, train: bool, crfs: list[int] | None = None) -> tuple[torch.Tensor, ...]:
     """The centre frame restored (float code values); ``crfs``: the condition plane of the ``crf`` arm."""
     packed = torch.cat([kernels.pack(*lr, bits=8, block=2) for lr in lrs], dim=1)
-    if crfs is not None:
+    if crfs is not None and isinstance(net, Conditioned):
+        net.condition = crf_values(crfs)
+    elif crfs is not None:
         packed = torch.cat([packed, crf_plane(crfs, packed)], dim=1)
     packed = packed.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -163,8 +200,9 @@ def validate(net: nn.Module, val: dict[str, np.ndarray], frames: int, conditione
 def run_arm(arm: str, init: str, train: dict, val: dict, args: argparse.Namespace, say) -> dict:
     single, _ = load_upsampler(init)
     net = {"temporal": lambda: WiderHead(single, 18, 6), "crf": lambda: WiderHead(single, 7, 0),
+           "crfbias": lambda: Conditioned(single, film=False), "crffilm": lambda: Conditioned(single, film=True),
            "single": lambda: single}[arm]()
-    frames, conditioned = (3 if arm == "temporal" else 1), arm == "crf"
+    frames, conditioned = (3 if arm == "temporal" else 1), arm.startswith("crf")
     net = net.to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)  # the same batches in every arm

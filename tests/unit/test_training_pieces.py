@@ -105,3 +105,39 @@ def test_docs_multiframe_trial_arms_start_as_the_single_frame_network_and_window
         want = restore(single, frames[1:2], train=False)  # bf16 rounding of another summation order: 1 code value)
         for got in (restore(temporal, frames, train=False), restore(conditioned, frames[1:2], train=False, crfs=[30])):
             assert all(int((x.int() - y.int()).abs().max()) <= 1 for x, y in zip(got, want))
+
+
+def test_docs_multiframe_trial_conditioned_arms_start_unconditioned_and_fold_into_plain_convolutions():
+    """``crfbias``/``crffilm``: zero vectors give the network back; for one condition the moved outputs
+    equal a plain network whose weights and biases were scaled and shifted (what a decoder would load)."""
+    import copy
+
+    from docs.multiframe_trial import Conditioned, crf_values
+    from vsr_plugin.models import Upsampler, UpsamplerConfig
+
+    torch.manual_seed(0)
+    single = Upsampler(UpsamplerConfig(channels=8, blocks=2))
+    torch.nn.init.normal_(single.tail.weight, std=0.05)
+    x = torch.rand(2, 6, 7, 9)
+    want = single(x)
+    film = Conditioned(copy.deepcopy(single), film=True)
+    film.condition = crf_values([40, -1])
+    assert torch.equal(film(x), want)
+    assert crf_values([40, -1]).tolist() == pytest.approx([1.0, -28 / 12])
+    with torch.no_grad():
+        for vectors in (film.shift, film.gain):
+            for v in vectors:
+                v.normal_(std=0.1)
+    for k, crf in enumerate([40, -1]):
+        c = crf_values([crf]).item()
+        plain = copy.deepcopy(single)
+        convs = [m for m in list(plain.body) + [plain.tail] if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            for conv, shift, gain in zip(convs, film.shift, film.gain):
+                scale = 1 + c * gain
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias.copy_(conv.bias * scale + c * shift)
+        film.condition = torch.tensor([c])
+        torch.testing.assert_close(film(x[k:k + 1]), plain(x[k:k + 1]), atol=1e-5, rtol=1e-5)
+    bias_only = Conditioned(copy.deepcopy(single), film=False)
+    assert bias_only.gain is None and len(bias_only.shift) == 4  # head, two blocks, tail
