@@ -128,7 +128,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         rows.append([label, setting, f"{p['kbps']:.1f}", f"{p['psnr_y']:.2f}", f"{p['ssim_y']:.4f}", f"{p['vmaf']:.2f}"])
     verdict = report_verdict(points["vsr"], points["native"])
     md = (f"vsr-transcode --report {path}: {clip.width}x{clip.height}, {len(clip.frames)} frames, "
-          f"{opts.codec} preset {preset}\n\n"
+          f"{opts.codec} preset {preset}{f', tune {opts.tune}' if opts.tune else ''}\n\n"
           + markdown_table(["pipeline", "setting", "kbps", "PSNR-Y", "SSIM-Y", "VMAF"], rows) + "\n" + verdict + "\n")
     data = {"input": str(path), "codec": opts.codec, "preset": preset, "tune": opts.tune, "frames": len(clip.frames),
             "points": {k: {kk: vv for kk, vv in p.items() if kk != "per_frame"} for k, p in points.items()},

@@ -176,6 +176,7 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
     assert abs(n["kbps"] / v["kbps"] - 1) < 0.25  # rate-matched (tiny clips match loosely)
     assert len(data["native_crf_probes"]) >= 1
     assert data["tune"] is None and {p["tune"] for p in data["points"].values()} == {None}
+    assert table.startswith(f"vsr-transcode --report {src}: 96x64, 6 frames, libx264 preset fast\n")
     for p in (v, n, data["points"]["bicubic"]):
         assert 10 < p["psnr_y"] < 60 and 0 < p["ssim_y"] <= 1 and 0 <= p["vmaf"] <= 100
     assert [q.name for q in tmp_path.iterdir()] and not any(q.suffix == ".mkv" for q in tmp_path.iterdir())
