@@ -282,3 +282,39 @@ def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
                 + common) == 0
     clip = json.loads((tmp_path / "sixth" / "rd_libx264.json").read_text())["clips"][0]
     assert "reused" not in clip and len([p for p in clip["points"] if p["pipeline"] == "bicubic"]) == 2
+
+
+def test_docs_layer_scale_trial_measures_a_two_thirds_layer_against_a_report(natural_clip, tiny_pair, tmp_path,
+                                                                             monkeypatch, capsys):
+    import sys
+
+    from docs.layer_scale_trial import layer_size, main as trial_main
+
+    assert layer_size(1080, 1920, Fraction(2, 3)) == (720, 1280) and layer_size(48, 64, Fraction(2, 3)) == (32, 42)
+    down, up, _ = tiny_pair
+    out = tmp_path / "o"
+    assert main(["rd", natural_clip, "--pipelines", "native,vsr", "--down-model", down, "--vsr-up-model", up,
+                 "--crf-full", "20,30,40", "--crf-half", "14,24,34", "--no-plots", "--no-lossless-check", "--quiet",
+                 "--out", str(out), "--name", "r"]) == 0
+    monkeypatch.setattr(sys, "argv", ["layer_scale_trial", natural_clip, "--model", up, "--crf", "20,30,40",
+                                      "--dtype", "fp32", "--reuse", str(out / "r.json"), "--reuse-neg", "",
+                                      "--out", str(out), "--name", "t"])
+    assert trial_main() == 0
+    data = json.loads((out / "t.json").read_text())
+    (clip,) = data["clips"]
+    assert (clip["layer_width"], clip["layer_height"]) == (42, 32)
+    kbps = [p["kbps"] for p in clip["points"]]
+    assert kbps[0] > kbps[1] > kbps[2] > 0
+    assert all(0 <= p["vmaf_neg"] <= 100 and 10 < p["psnr_y"] < 60 for p in clip["points"])
+    assert set(clip["bd"]) == {"vmaf", "psnr_y"}  # no NEG report given
+    assert set(clip["bd"]["vmaf"]) == {"layer vs native", "layer vs 2x layer", "best of native and 2x vs native",
+                                       "best of all three vs native"}
+    assert "| layer vs native |" in (out / "t.md").read_text()
+    # a report that never measured the clip is refused
+    other = json.loads((out / "r.json").read_text())
+    other["clips"][0]["content_sha256"] = "0" * 64
+    (out / "other.json").write_text(json.dumps(other))
+    monkeypatch.setattr(sys, "argv", ["layer_scale_trial", natural_clip, "--model", up, "--crf", "20,30",
+                                      "--reuse", str(out / "other.json"), "--reuse-neg", "", "--out", str(out)])
+    with pytest.raises(SystemExit, match="did not measure"):
+        trial_main()
