@@ -94,12 +94,12 @@ def measure_clip(path: str, args: argparse.Namespace, pipe: Pipeline, say) -> di
         runners = {}
         for key, model in (("vmaf", DEFAULT_MODEL), ("vmaf_neg", NEG_MODEL)):
             (Path(tmp) / key).mkdir()
-            runners[key] = LadderRunner(clip, LadderConfig(codec="libx264", preset="medium", vmaf_model=model,
+            runners[key] = LadderRunner(clip, LadderConfig(codec=args.codec, preset="medium", vmaf_model=model,
                                                            ssim=False), Path(tmp) / key)
         base_path = Path(tmp) / "layer.y4m"
         write_y4m(base_path, (pad_even(f) for f in base), clip.rate)
         for crf in args.crf:
-            options = EncodeOptions(codec="libx264", crf=crf, preset="medium")
+            options = EncodeOptions(codec=args.codec, crf=crf, preset="medium")
             p = runners["vmaf"].point(pipe, options, base_path, (h, w))
             neg = runners["vmaf_neg"].point(pipe, options, base_path, (h, w))
             if neg["bytes"] != p["bytes"]:
@@ -123,7 +123,7 @@ def measure_clip(path: str, args: argparse.Namespace, pipe: Pipeline, say) -> di
 
 def render(report: dict) -> str:
     lines = ["# A layer between native and 2x (docs/layer_scale_trial.py)", "", f"`{report['command']}`", "",
-             f"Layer: {report['scale']} of each side, x264 medium at CRF {', '.join(f'{c:g}' for c in report['crf'])}: "
+             f"Layer: {report['scale']} of each side, {report.get('codec', 'libx264')} medium at CRF {', '.join(f'{c:g}' for c in report['crf'])}: "
              f"{report['upsampler']}. Native and 2x-layer points from "
              f"`{report['reuse']}` (VMAF, PSNR-Y)"
              + (f" and `{report['reuse_neg']}` (VMAF NEG, its `sr` pipeline). " if report["reuse_neg"] else ". ")
@@ -145,6 +145,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("clips", nargs="+")
     p.add_argument("--scale", type=Fraction, default=Fraction(2, 3))
+    p.add_argument("--codec", default="libx264", choices=["libx264", "libx265"], help="(preset medium)")
     p.add_argument("--crf", type=lambda s: [float(c) for c in s.split(",")], default=[20, 24, 28, 32, 36, 40])
     p.add_argument("--model", default="x2-perceptual-v2", help="the x2 upsampler (default: the default pair's)")
     p.add_argument("--dtype", default="bf16")
@@ -159,10 +160,10 @@ def main() -> int:
         raise SystemExit(f"--scale must lie between 1/2 and 1, got {args.scale}")
     pipe = layer_pipeline(args.model, {"device": "cpu", "dtype": args.dtype})
     report = {"command": "PYTHONPATH=. .venv/bin/python docs/layer_scale_trial.py " + " ".join(args.clips)
-                         + f" --scale {args.scale} --crf {','.join(f'{c:g}' for c in args.crf)} --model {args.model}"
+                         + f" --scale {args.scale} --codec {args.codec} --crf {','.join(f'{c:g}' for c in args.crf)} --model {args.model}"
                          f" --dtype {args.dtype} --reuse {args.reuse} --reuse-neg '{args.reuse_neg}'"
                          + (f" --frames {args.frames}" if args.frames else ""),
-              "scale": str(args.scale), "crf": [float(c) for c in args.crf], "upsampler": pipe.description,
+              "scale": str(args.scale), "codec": args.codec, "crf": [float(c) for c in args.crf], "upsampler": pipe.description,
               "reuse": args.reuse, "reuse_neg": args.reuse_neg, "clips": []}
     for path in args.clips:
         report["clips"].append(measure_clip(path, args, pipe, lambda text: print(text, flush=True)))
