@@ -237,11 +237,13 @@ def faults(run):
 
 up = Upscaler("fast", device="cpu", dtype="fp32")  # a CPU engine applies the setting, process-wide
 # a 64 MiB block (above glibc's largest dynamic mmap threshold, so unmapped at every free by default)
-big = [faults(lambda: torch.ones(16 << 20)) for _ in range(3)]
+# (the least of four repeats: now and then one lands beside the freed block, in fresh pages, when a
+# small allocation in between has split it)
+big = [faults(lambda: torch.ones(16 << 20)) for _ in range(5)]
 y = torch.randint(0, 256, (1, 270, 480), dtype=torch.uint8)
 u = torch.randint(0, 256, (1, 135, 240), dtype=torch.uint8)
 frames = [faults(lambda: up.upscale_planes(y, u, u, bits=8)) for _ in range(10)]
-print(retain_freed_memory(), big[-1], sum(frames[4:]))
+print(retain_freed_memory(), min(big[1:]), sum(frames[4:]))
 """
 
 
