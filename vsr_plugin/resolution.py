@@ -40,7 +40,7 @@ from pathlib import Path
 from .measure.ladder import DEFAULT_LADDERS, LadderConfig, LadderRunner, Pipeline
 from .measure.video import read_segments, remove
 from .measure.vmaf import DEFAULT_MODEL
-from .media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
+from .media import CRF_RANGE, DEFAULT_CRF
 
 METRICS = ("vmaf", "psnr")  # psnr: PSNR-Y
 SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by 2-4 VMAF more, measured)
@@ -217,7 +217,7 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
     clip, segments, total = read_segments(path, probe_segments, max_frames=opts.frames)
     lo, hi = CRF_RANGE[opts.codec]
     fps = float(clip.rate)
-    config = LadderConfig(codec=opts.codec, preset=opts.preset,
+    config = LadderConfig(codec=opts.codec, preset=opts.preset, tune=opts.tune,
                           vmaf_model=DEFAULT_MODEL if opts.metric == "vmaf" else None, ssim=False,
                           keyframes_every=segments[0][1], lead_out=lead_out_frames(segments, total, fps))
     with tempfile.TemporaryDirectory(prefix="vsr-probe-") as tmp:
@@ -226,8 +226,7 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
 
         def probe(pipe: Pipeline, base: Path, size: tuple[int, int], crf: float) -> Point:
             crf = round(min(max(crf, lo), hi), 2)
-            p = runner.point(pipe, EncodeOptions(codec=opts.codec, crf=crf, preset=opts.preset, tune=opts.tune),
-                             base, size)
+            p = runner.point(pipe, config.options(crf=crf), base, size)
             kbps = clip_kbps(p, measured, total, fps, opts.codec)
             point = Point(crf, kbps, p["vmaf"] if opts.metric == "vmaf" else p["psnr_y"])
             say(f"probe {pipe.name} crf {crf:g}: {point.kbps:.0f} kbps, {opts.metric} {point.quality:.2f}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from .measure.ladder import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
 from .measure.markdown import markdown_table
 from .measure.video import read_clip, remove
-from .media import CRF_RANGE, DEFAULT_CRF, EncodeOptions
+from .media import CRF_RANGE, DEFAULT_CRF
 
 # Calibrated in docs/benchmarks.md: at equal CRF a 2x-reduced encode costs ~0.28x the bits, and
 # x264/x265 double the rate about every 6 CRF steps, so equal bitrate is ~9 CRF steps higher at
@@ -56,8 +56,7 @@ def _match_native_crf(runner: LadderRunner, base_path: Path, target_kbps: float,
     crf = min(max(start, lo), hi)
     probes: list[tuple[float, float]] = []
     for _ in range(opts.max_probes):
-        kbps = runner.kbps(EncodeOptions(codec=opts.codec, crf=round(crf, 2), preset=opts.preset, tune=opts.tune),
-                           base_path)
+        kbps = runner.kbps(runner.config.options(crf=round(crf, 2)), base_path)
         probes.append((round(crf, 2), kbps))
         say(f"native crf {crf:.2f}: {kbps:.1f} kbps (target {target_kbps:.1f})")
         if abs(kbps / target_kbps - 1) <= opts.tolerance:
@@ -100,11 +99,12 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     pipes = {"vsr": vsr(opts.down_model, opts.up_model, engine), "native": native(),
              "bicubic": conventional("bicubic")}
     base_crf = opts.crf if opts.crf is not None else (None if opts.bitrate else DEFAULT_CRF[opts.codec])
-    half = EncodeOptions(codec=opts.codec, crf=base_crf, bitrate=opts.bitrate, preset=preset, tune=opts.tune)
+    config = LadderConfig(codec=opts.codec, preset=preset, tune=opts.tune)
+    half = config.options(crf=base_crf, bitrate=opts.bitrate)
     points: dict[str, dict] = {}
     probes: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="vsr-report-") as tmp:
-        runner = LadderRunner(clip, LadderConfig(codec=opts.codec, preset=preset), Path(tmp))
+        runner = LadderRunner(clip, config, Path(tmp))
         for name in ("vsr", "bicubic"):
             say(f"{name}: 2x down, {opts.codec} {'crf %g' % base_crf if base_crf is not None else 'abr'}, up")
             base_path, size, _ = runner.prepare(pipes[name])
@@ -113,10 +113,10 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         target = points["vsr"]["kbps"]
         base_path, size, _ = runner.prepare(pipes["native"])
         if opts.bitrate is not None:
-            full = EncodeOptions(codec=opts.codec, bitrate=opts.bitrate, preset=preset, tune=opts.tune)
+            full = config.options(bitrate=opts.bitrate)
         else:
             crf, probes = _match_native_crf(runner, base_path, target, base_crf + CRF_OFFSET_FULL, opts, say)
-            full = EncodeOptions(codec=opts.codec, crf=crf, preset=preset, tune=opts.tune)
+            full = config.options(crf=crf)
         points["native"] = runner.point(pipes["native"], full, base_path, size)
         remove(base_path)
 

@@ -44,7 +44,7 @@ from vsr_plugin.measure.markdown import markdown_table
 from vsr_plugin.measure.resample import half_size
 from vsr_plugin.measure.video import Clip, read_clip, remove
 from vsr_plugin.measure.vmaf import DEFAULT_MODEL
-from vsr_plugin.media import EncodeOptions, MediaError, VideoInput
+from vsr_plugin.media import MediaError, VideoInput
 from vsr_plugin.models import DEFAULT_PAIR, pair_names, paired_upsampler, shipped_models
 
 from .report import machine, write_file, write_report
@@ -127,8 +127,7 @@ def auto_points(runner: LadderRunner, native_pipe: Pipeline, half_pipe: Pipeline
                 point = dict(next(p for p in done if p["pipeline"] == "native" and p["crf"] == crf))
             else:
                 prepared = prepared or runner.prepare(half_pipe)
-                options = EncodeOptions(codec=cfg.codec, crf=dec.half_crf, preset=cfg.preset, tune=cfg.tune)
-                point = runner.point(half_pipe, options, prepared[0], prepared[1])
+                point = runner.point(half_pipe, cfg.options(crf=dec.half_crf), prepared[0], prepared[1])
             point.update(pipeline="auto", full_crf=crf, resolution=dec.choice, decision={
                 "metric": metric, "target_kbps": dec.target_kbps, "full_quality": dec.full_quality,
                 "half_quality": dec.half_quality, "margin": dec.margin, "half_crf": dec.half_crf,

@@ -141,7 +141,7 @@ class LadderConfig:
             raise ValueError(f"lead_out {self.lead_out} needs segments (keyframes_every) longer than it")
         if self.codec not in RD_CODECS:
             raise ValueError(f"codec must be one of {', '.join(RD_CODECS)}, got {self.codec!r}")
-        EncodeOptions(codec=self.codec, preset=self.preset, tune=self.tune)  # a clear error before any encode
+        self.options()  # a preset or tune the codec does not take: a clear error before any encode
         lo, hi = CRF_RANGE[self.codec]
         for which, ladder in (("full", self.crf_full), ("half", self.crf_half)):
             if len(ladder) < 2:
@@ -151,6 +151,10 @@ class LadderConfig:
             bad = [c for c in ladder if not lo <= c <= hi]
             if bad:
                 raise ValueError(f"{self.codec} CRF must be within {lo}..{hi}, got {bad}")
+
+    def options(self, *, crf: float | None = None, bitrate: int | None = None) -> EncodeOptions:
+        """The encoder settings every point of the run shares (codec, preset, tune), at one CRF or bitrate."""
+        return EncodeOptions(codec=self.codec, crf=crf, bitrate=bitrate, preset=self.preset, tune=self.tune)
 
     def ladder(self, pipeline: Pipeline) -> tuple[float, ...]:
         return tuple(sorted(self.crf_half if pipeline.reduced else self.crf_full))
@@ -229,8 +233,7 @@ class LadderRunner:
         points = []
         try:
             for crf in cfg.ladder(pipeline):
-                options = EncodeOptions(codec=cfg.codec, crf=crf, preset=cfg.preset, tune=cfg.tune)
-                points.append(self.point(pipeline, options, base_path, size, down_s if not points else 0.0))
+                points.append(self.point(pipeline, cfg.options(crf=crf), base_path, size, down_s if not points else 0.0))
                 if on_point:
                     on_point(points[-1])
         finally:
