@@ -31,7 +31,7 @@ from .reference import (bicubic_downscale2, bilinear_upscale, denormalise, downs
 
 BACKENDS = ("auto", "torch", "cupy", "cpu")
 
-__all__ = ["BACKENDS", "BackendUnavailable", "pack", "unpack", "unpack_upscale", "unpack_downscale",
+__all__ = ["BACKENDS", "BackendUnavailable", "pack", "resize", "unpack", "unpack_upscale", "unpack_downscale",
            "bicubic_downscale2", "bilinear_upscale", "denormalise", "downscale_planes_float", "downscale_shapes",
            "max_code", "normalise", "pack_float", "packed_channels", "plane_dtype", "quantize", "residual_to_planes",
            "upscale_planes_float"]
@@ -139,3 +139,12 @@ def unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v
     return _dispatch(backend, (residual, y, u, v),
                      lambda: cupy_ops.unpack_downscale(residual, y, u, v, bits=bits),
                      lambda: reference.unpack_downscale(residual, y, u, v, bits=bits))
+
+
+def resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str, bits: int,
+           backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """4:2:0 planes -> the same pictures resized to ``height x width`` (antialiased bicubic or
+    Lanczos-3). Contract: :func:`kernels.reference.resize`."""
+    return _dispatch(backend, (y, u, v),
+                     lambda: cupy_ops.resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits),
+                     lambda: reference.resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits))

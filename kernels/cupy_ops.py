@@ -38,11 +38,11 @@ from .reference import FLOAT_DTYPES, max_code, packed_channels, plane_dtype
 
 __all__ = ["BackendUnavailable", "COMPILE_OPTIONS", "CUPY_APPENDED_OPTIONS", "HEADER", "KERNEL_DIR", "Launch",
            "SOURCES", "Unsupported", "available", "kernel_source", "launch_shape", "load_cupy", "pack", "plan_pack",
-           "plan_unpack", "plan_unpack_downscale", "plan_unpack_upscale", "run", "unpack", "unpack_downscale",
-           "unpack_upscale"]
+           "plan_resize", "plan_unpack", "plan_unpack_downscale", "plan_unpack_upscale", "resize", "run", "unpack",
+           "unpack_downscale", "unpack_upscale"]
 
 KERNEL_DIR = Path(__file__).resolve().parent
-SOURCES = ("pack.cu", "upscale.cu", "downscale.cu")
+SOURCES = ("pack.cu", "upscale.cu", "downscale.cu", "resize.cu")
 HEADER = "vsr_common.cuh"
 # --fmad=false: no multiply-add contraction anywhere (the sources also use __fmul_rn/__fadd_rn).
 # Shared by the NVRTC build below and the nvcc/NVRTC checks in tests/kernels.
@@ -291,6 +291,42 @@ def plan_unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tens
     return planes, [Launch("downscale.cu", f"downscale_{res}_{code}", grid, threads, args)]
 
 
+def plan_resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str,
+                bits: int, empty: Alloc = torch.empty
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], list[Launch]]:
+    """Plan :func:`resize`: two launches per plane (rows into an int64 scratch tensor, then columns);
+    returns ``(Y, U, V)`` and the launches."""
+    reference._check_planes(y, u, v)
+    m = max_code(bits)
+    code = _code_name(bits, (y, u, v), exact=False)
+    if plane_dtype(bits) != y.dtype:
+        raise Unsupported(f"the fused resize writes the planes' own dtype, which must be {plane_dtype(bits)} at "
+                          f"{bits} bits, got {y.dtype}")
+    if min(height, width) < 1 or max(height, width, *y.shape[1:]) >= MAX_EXTENT:
+        raise ValueError(f"cannot resize {tuple(y.shape[1:])} planes to {height}x{width}")
+    device = _one_device(y, u, v)
+    n = y.shape[0]
+    ch, cw = (height + 1) // 2, (width + 1) // 2
+    planes = (empty((n, height, width), dtype=y.dtype, device=device),
+              empty((n, ch, cw), dtype=y.dtype, device=device), empty((n, ch, cw), dtype=y.dtype, device=device))
+    launches = []
+    for src, out in zip((y, u, v), planes):
+        if out.numel() == 0:
+            continue
+        h, w = src.shape[1:]
+        out_h, out_w = out.shape[1:]
+        ix, wx = reference.resize_tables(w, out_w, kernel, device)
+        iy, wy = reference.resize_tables(h, out_h, kernel, device)
+        across = empty((n, h, out_w), dtype=torch.int64, device=device)
+        grid, threads = launch_shape(out_w, h, n)
+        launches.append(Launch("resize.cu", f"resize_rows_{code}", grid, threads,
+                               (_raw(src), across) + _i32(n, h, out_w, ix.shape[1]) + (ix, wx) + _i64(*src.stride())))
+        grid, threads = launch_shape(out_w, out_h, n)
+        launches.append(Launch("resize.cu", f"resize_cols_{code}", grid, threads,
+                               (across, _raw(out)) + _i32(n, h, out_h, out_w, iy.shape[1]) + (iy, wy) + _i32(m)))
+    return planes, launches
+
+
 # ---- CuPy execution ------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
@@ -383,4 +419,13 @@ def unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v
     """
     planes, launches = plan_unpack_downscale(residual, y, u, v, bits=bits)
     run(launches, residual.device)
+    return planes
+
+
+def resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str, bits: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fused :func:`kernels.reference.resize`: planes of dtype ``plane_dtype(bits)`` (any strides) ->
+    contiguous Y ``(N, height, width)`` and U, V ``(N, ceil(height/2), ceil(width/2))``."""
+    planes, launches = plan_resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits)
+    run(launches, y.device)
     return planes

@@ -22,6 +22,7 @@ Packed layout (DESIGN.md, "Tensor contracts")::
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -467,3 +468,105 @@ def unpack_downscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v
         uint16: :func:`quantize` of :func:`downscale_planes_float`.
     """
     return tuple(quantize(p, bits) for p in downscale_planes_float(residual, y, u, v, bits=bits))
+
+
+# ---- conventional resize (the layers that are not a 2x reduction) --------------------------------
+
+RESIZE_KERNELS = ("bicubic", "lanczos")
+RESIZE_WEIGHT_BITS = 14    # each axis's taps are integers summing to 2**14
+RESIZE_SHIFT = 2 * RESIZE_WEIGHT_BITS
+
+
+def _resize_filter(kernel: str):
+    """(support radius, function) of Keys' cubic (a = -0.5) or Lanczos-3, as PIL defines them."""
+    if kernel == "bicubic":
+        def cubic(x: float) -> float:
+            x = abs(x)
+            if x < 1:
+                return (1.5 * x - 2.5) * x * x + 1
+            return ((-0.5 * x + 2.5) * x - 4) * x + 2 if x < 2 else 0.0
+        return 2.0, cubic
+    if kernel == "lanczos":
+        def sinc(x: float) -> float:
+            return 1.0 if x == 0 else math.sin(math.pi * x) / (math.pi * x)
+        return 3.0, lambda x: sinc(x) * sinc(x / 3) if -3 < x < 3 else 0.0
+    raise ValueError(f"unknown resize kernel {kernel!r}; choose {', '.join(RESIZE_KERNELS)}")
+
+
+@functools.lru_cache(maxsize=64)
+def resize_taps(src: int, dst: int, kernel: str) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+    """``(indices, weights)`` of a resize of one axis from ``src`` to ``dst`` samples: for output
+    sample i, ``sum_k weights[i][k] * x[indices[i][k]] / 2**14``. Pixel centres are aligned
+    (``(i + 0.5) src / dst - 0.5``); when reducing, the kernel is stretched by ``src / dst``
+    (antialiased); taps falling outside the axis are dropped and the rest renormalised, as PIL's
+    resampling does. The float weights are rounded to integers summing to exactly 2**14 (the largest
+    tap takes the rounding residue); every row has the same number of taps, the unused ones weight 0."""
+    if src < 1 or dst < 1:
+        raise ValueError(f"resize sizes must be >= 1, got {src} -> {dst}")
+    radius, fn = _resize_filter(kernel)
+    scale = src / dst
+    stretch = max(scale, 1.0)
+    support = radius * stretch
+    rows = []
+    for i in range(dst):
+        centre = (i + 0.5) * scale
+        lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), src)
+        w = [fn((j - centre + 0.5) / stretch) for j in range(lo, hi)]
+        total = sum(w)
+        ints = [round(v / total * (1 << RESIZE_WEIGHT_BITS)) for v in w]
+        big = max(range(len(ints)), key=lambda k: abs(w[k]))
+        ints[big] += (1 << RESIZE_WEIGHT_BITS) - sum(ints)
+        rows.append((list(range(lo, hi)), ints))
+    taps = max(len(ix) for ix, _ in rows)
+    indices = tuple(tuple(ix + [ix[-1]] * (taps - len(ix))) for ix, _ in rows)
+    weights = tuple(tuple(w + [0] * (taps - len(w))) for _, w in rows)
+    return indices, weights
+
+
+def resize_tables(src: int, dst: int, kernel: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`resize_taps` as int64 index and int64 weight tensors ``(dst, taps)`` on ``device``."""
+    indices, weights = resize_taps(src, dst, kernel)
+    return (torch.tensor(indices, dtype=torch.int64, device=device),
+            torch.tensor(weights, dtype=torch.int64, device=device))
+
+
+def resize_plane(plane: torch.Tensor, height: int, width: int, *, kernel: str, bits: int) -> torch.Tensor:
+    """One batch of planes ``(N, h, w)`` of integer codes resized to ``(N, height, width)``.
+
+    Exact integer arithmetic, so any evaluation order gives these values::
+
+        R[n, r, j] = sum_k Wx[j, k] * code[n, r, Ix[j, k]]                   (int64)
+        S[n, i, j] = sum_t Wy[i, t] * R[n, Iy[i, t], j]                       (int64)
+        out        = 0 if S < 0 else min((S + 2**27) >> 28, m)                (round half up, clamp)
+
+    with ``(Ix, Wx) = resize_taps(w, width, kernel)`` and ``(Iy, Wy) = resize_taps(h, height, kernel)``.
+    |S| < 2**45 for 16-bit codes (the taps' absolute sums stay below 2**16 per axis)."""
+    if plane.dim() != 3:
+        raise ValueError(f"planes are (N, H, W), got shape {tuple(plane.shape)}")
+    m = max_code(bits)
+    n, h, w = plane.shape
+    if min(h, w, height, width) < 1:
+        raise ValueError(f"cannot resize {w}x{h} planes to {width}x{height}")
+    ix, wx = resize_tables(w, width, kernel, plane.device)
+    iy, wy = resize_tables(h, height, kernel, plane.device)
+    x = plane.to(torch.int64)
+    across = torch.zeros((n, h, width), dtype=torch.int64, device=plane.device)
+    for k in range(ix.shape[1]):
+        across += x.index_select(2, ix[:, k]) * wx[:, k]
+    total = torch.zeros((n, height, width), dtype=torch.int64, device=plane.device)
+    for t in range(iy.shape[1]):
+        total += across.index_select(1, iy[:, t]) * wy[:, t, None]
+    out = (total + (1 << (RESIZE_SHIFT - 1))) >> RESIZE_SHIFT
+    return out.clamp_(0, m).to(plane_dtype(bits))
+
+
+def resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str, bits: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """4:2:0 planes of ``(N, H, W)`` pictures resized to ``height x width`` pictures (chroma to
+    ``ceil(height/2) x ceil(width/2)``), each plane on its own grid with centres aligned
+    (:func:`resize_plane`). Antialiased when reducing; 8..16-bit codes of any integer dtype in,
+    :func:`plane_dtype` out."""
+    _check_planes(y, u, v)
+    ch, cw = (height + 1) // 2, (width + 1) // 2
+    return (resize_plane(y, height, width, kernel=kernel, bits=bits),
+            resize_plane(u, ch, cw, kernel=kernel, bits=bits), resize_plane(v, ch, cw, kernel=kernel, bits=bits))
