@@ -42,7 +42,7 @@ def main() -> int:
         full_pts = sorted((q["kbps"], q[key], q["crf"]) for q in c["points"] if q["pipeline"] == "native")
         half_pts = sorted((q["kbps"], q[key]) for q in c["points"] if q["pipeline"] == "vsr")
         for kbps, full_q, crf in full_pts:
-            dec = resolution.decide(c["path"], native(), half, resolution.ProbeOptions(
+            dec = resolution.decide(c["path"], native(), {"half": half}, resolution.ProbeOptions(
                 codec=data["codec"], preset=args.preset, crf=crf, frames=c["frames"], metric=args.metric))
             half_q = float(np.interp(math.log(kbps), np.log([r for r, _ in half_pts]), [q for _, q in half_pts]))
             best = "half" if half_q > full_q else "full"
@@ -50,7 +50,7 @@ def main() -> int:
             wrong += dec.choice != best
             lost = max(lost, loss)
             print(f"{c['name']} CRF {crf:g}: {kbps:.0f} kbps, native {full_q:.2f}, vsr {half_q:.2f} -> best {best}, "
-                  f"chose {dec.choice} (probe margin {dec.margin:+.2f}, {len(dec.half)} half probes, "
+                  f"chose {dec.choice} (probe margin {dec.margin:+.2f}, {len(dec.layer("half").probes)} half probes, "
                   f"{dec.probe_s:.1f} s), lost {loss:.2f}", flush=True)
     print(f"wrong side at {wrong} points; most lost at one point: {lost:.2f} {args.metric}")
     return 0

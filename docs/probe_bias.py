@@ -76,7 +76,7 @@ def margins(report_path: str, crfs: list[float], metric: str) -> None:
         natives = {p["crf"]: p for p in clip["points"] if p["pipeline"] == "native"}
         halves = [p for p in clip["points"] if p["pipeline"] == "vsr"]
         for crf in crfs:
-            d = decide(clip["path"], native(), half, ProbeOptions(codec=report["codec"], preset=report["preset"],
+            d = decide(clip["path"], native(), {"half": half}, ProbeOptions(codec=report["codec"], preset=report["preset"],
                                                                    crf=crf, metric=metric))
             n = natives[crf]
             print(f"{clip['name']} CRF {crf:g}: {d.choice}, probe margin {d.margin:+.2f}, true "

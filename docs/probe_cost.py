@@ -4,7 +4,7 @@
 
 Runs ``vsr-transcode CLIP --crf C`` (the default ``--resolution auto``) for each clip and CRF as a
 user would, reads the probe time from its summary line and times the whole process; then the same
-encode with the side it chose forced (``--resolution half|full``, no probes), so probe share =
+encode with the side it chose forced (``--resolution half|two-thirds|full``, no probes), so probe share =
 probe time / auto run time, probe / forced = probe time against the encode it decides, and
 overhead = auto run time / forced run time. Writes ``NAME.json`` and ``NAME.md`` (``--name``,
 default ``probe_cost``).
@@ -26,8 +26,8 @@ from vsr_plugin.measure.video import read_clip
 from vsr_plugin.media import VideoInput
 
 CLI = [sys.executable, "-m", "vsr_plugin.cli"]
-DECISION = re.compile(r"resolution auto: (half|full) (?:\(2x layer, CRF ([0-9.]+)\)|\(native\)) .* "
-                      r"\(([-+][0-9.]+)(?:, short of the [0-9.]+ lead it needs)?\); "
+DECISION = re.compile(r"resolution auto: (half|two-thirds|full) (?:\((?:2x|2/3) layer, CRF ([0-9.]+)\)|\(native\)) .* "
+                      r"\((?:[a-z-]+ )?([-+][0-9.]+)(?:, short of the [0-9.]+ lead it needs)?\); "
                       r"(?:(\d+) segment\(s\), (\d+) frames|the whole clip \((\d+) frames\)), "
                       r"(\d+) probe encodes in ([0-9.]+) s")
 
@@ -59,10 +59,10 @@ def main() -> int:
                 m = DECISION.search(err)
                 if m is None:
                     raise RuntimeError(f"no decision line in: {err[-400:]}")
-                side, half_crf, margin, segments, probe_frames, whole_frames, encodes, probe_s = m.groups()
+                side, layer_crf, margin, segments, probe_frames, whole_frames, encodes, probe_s = m.groups()
                 if whole_frames is not None:  # a short clip is probed whole: one segment
                     segments, probe_frames = "1", whole_frames
-                forced_crf = float(half_crf) if side == "half" else crf
+                forced_crf = float(layer_crf) if side != "full" else crf
                 forced_s, _ = timed([clip_path, "-o", str(out), "-y", "--resolution", side, "--crf", f"{forced_crf:g}"])
                 entry = {"clip": clip_path, "size": f"{clip.width}x{clip.height}", "frames": frames, "crf": crf,
                          "chose": side, "probe_margin": float(margin), "segments": int(segments),

@@ -61,12 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{k}: x2-{d} and x2-{u}" for k, (d, u) in NAMED_PAIRS.items()) + ")")
     g.add_argument("--down-model", help="downsampler weights path (overrides --pair)")
     g.add_argument("--up-model", help="the matching upsampler weights path (overrides --pair)")
-    g.add_argument("--resolution", choices=["auto", "half", "full"], default="auto",
-                   help="auto: probe-encode samples of the input both ways at the target rate and code it as the 2x "
-                        "layer (half) or at full resolution, whichever measures better (one summary line says why); "
-                        "half or full: skip the probes. With auto, --crf C means the rate a full-resolution encode at "
-                        "CRF C spends (a half layer gets the CRF that spends the same); with half, C is the base "
-                        "layer's own CRF")
+    g.add_argument("--resolution", choices=["auto", "half", "two-thirds", "full"], default="auto",
+                   help="auto: probe-encode samples of the input each way at the target rate and code it at full "
+                        "resolution, as the 2/3 layer (two-thirds: 1280x720 for 1080p, restored by the x2 upsampler "
+                        "and a reduction) or as the 2x layer (half), whichever measures best (one summary line says "
+                        "why); half, two-thirds or full: skip the probes. With auto, --crf C means the rate a "
+                        "full-resolution encode at CRF C spends (a chosen layer gets the CRF that spends the same); "
+                        "with half or two-thirds, C is the base layer's own CRF")
     g.add_argument("--metric", choices=["vmaf", "psnr"], default="vmaf",
                    help="what --resolution auto compares: VMAF, or PSNR-Y (dB)")
     g.add_argument("--weights-dir", action="append", default=[],
@@ -233,7 +234,7 @@ def _encode(args: argparse.Namespace, encode) -> int:
 
     from .baselayer import default_base_output
     from .models import pair_names, read_info, resolve_weights
-    from .transcode import check_output, encode_base_layer, encode_full_layer
+    from .transcode import check_output, encode_base_layer, encode_full_layer, encode_two_thirds_layer
 
     output = Path(args.output) if args.output else default_base_output(args.input)
     check_output(output, overwrite=args.overwrite, input_path=args.input)
@@ -251,11 +252,15 @@ def _encode(args: argparse.Namespace, encode) -> int:
         resolution, reason = decision.choice, decision.summary()
         if not args.quiet:
             print(f"vsr-transcode: {reason}", file=sys.stderr)
-        if decision.half_crf is not None and resolution == "half":
-            encode = replace(encode, crf=decision.half_crf)
+        if decision.layer_crf is not None:
+            encode = replace(encode, crf=decision.layer_crf)
     if resolution == "half":
         result = encode_base_layer(args.input, output, _downscaler(args), up_info, encode, overwrite=args.overwrite,
                                    show_progress=not args.quiet, frames=args.frames, decision=reason)
+    elif resolution == "two-thirds":
+        result = encode_two_thirds_layer(args.input, output, up_info, encode, device=args.device,
+                                         overwrite=args.overwrite, show_progress=not args.quiet, frames=args.frames,
+                                         decision=reason)
     else:
         result = encode_full_layer(args.input, output, encode, overwrite=args.overwrite,
                                    show_progress=not args.quiet, frames=args.frames, decision=reason)
@@ -270,7 +275,7 @@ def _encode(args: argparse.Namespace, encode) -> int:
 
 def _decide(args: argparse.Namespace, encode, up_path: Path):
     """``--resolution auto``: the probes, with the models and encoder settings of the real encode."""
-    from .measure.ladder import RD_CODECS, native, vsr
+    from .measure.ladder import RD_CODECS, native, two_thirds, vsr
     from .models import pair_names, resolve_weights
     from .resolution import ProbeOptions, decide
 
@@ -282,7 +287,8 @@ def _decide(args: argparse.Namespace, encode, up_path: Path):
     opts = ProbeOptions(codec=encode.codec, preset=encode.preset, crf=encode.crf, bitrate=encode.bitrate,
                         tune=encode.tune, metric=args.metric, frames=args.frames)
     say = (lambda text: None) if args.quiet else (lambda text: print(f"vsr-transcode: {text}", file=sys.stderr))
-    return decide(args.input, native(), vsr(down, str(up_path), engine), opts, say=say)
+    layers = {"half": vsr(down, str(up_path), engine), "two-thirds": two_thirds(str(up_path), engine)}
+    return decide(args.input, native(), layers, opts, say=say)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -1,28 +1,30 @@
-"""``--resolution auto``: code a clip as the 2x enhancement layer or at full resolution, whichever
-looks better at the same rate on probe encodes of samples of the clip.
+"""``--resolution auto``: code a clip at full resolution, as the 2/3 layer or as the 2x layer,
+whichever looks best at the same rate on probe encodes of samples of the clip.
 
-A 2x layer wins below a crossover rate and loses above it, and the crossover moves with content
-(docs/results: 0.3–1.2 Mbit/s on 1080p clips). Per-title encoding ladders choose the resolution per
+A reduced layer wins below a crossover rate and loses above it, and the crossover moves with content
+(docs/results: 0.3–1.2 Mbit/s for the 2x layer on 1080p clips); the 2/3 layer sits between the two,
+winning at the middle rates where neither extreme does. Per-title encoding ladders choose the resolution per
 clip from trial encodes (the convex hull of the rate–quality curves); this module does that for
 one clip at the user's rate, with the models the clip would be coded with:
 
 * **Probes**: a few short segments spread over the clip (:func:`probe_segments`), decoded into one
   probe clip with a keyframe at each join — or the whole clip where the segments would cover half of
-  it or more (a clip of about 3 s or less) — encoded both ways with the user's codec and preset,
-  restored (the half side with the pair's upsampler) and measured against the original with the
+  it or more (a clip of about 3 s or less) — encoded each way with the user's codec and preset,
+  restored (the reduced layers with the pair's upsampler) and measured against the original with the
   user's metric (:mod:`vsr_plugin.measure.ladder`, as ``vsr-bench rd`` measures). Each segment is
   encoded with a lead-out (:data:`LEAD_OUT_SECONDS` more frames, not counted or measured), so the
   encoder's lookahead sees a future past the measured frames as it does inside the clip. A probe's
   rate is taken as the whole clip's would be: its keyframes' bytes spread over the clip's GOPs
   (:func:`clip_kbps`).
 * **Points**: the full side at two CRFs (the slope of its rate–quality curve and of its rate with
-  CRF), the half side at the CRF expected to spend the target rate, and at a second, corrected CRF
-  unless the first landed within 10% of the target or settles the question alone
+  CRF), each reduced layer at the CRF expected to spend the target rate, and at a second, corrected
+  CRF unless the first landed within 10% of the target or settles the question alone
   (:func:`_needs_second`). Each side's quality at the target rate (linear in log-rate between its
-  probes) is compared; the 2x layer must win by :data:`HALF_LEAD` to be chosen.
+  probes) is compared; the better reduced layer must beat the full side by :data:`LAYER_LEAD` to be
+  chosen.
 * **The rate**: with ``--bitrate B`` both sides are compared at B (the full side's probe CRFs are
   searched to straddle it); with ``--crf C`` the target is the rate a full-resolution encode at CRF C
-  spends, and a chosen half layer gets the CRF that spends the same (its CRF found on the probes).
+  spends, and a chosen reduced layer gets the CRF that spends the same (its CRF found on the probes).
 
 One decision per clip: switching the resolution per scene would need a stream whose picture size
 changes mid-way (not every player follows that in Matroska) or one file per scene; not built.
@@ -41,6 +43,8 @@ from .measure.ladder import DEFAULT_LADDERS, LadderConfig, LadderRunner, Pipelin
 from .measure.video import read_segments, remove
 from .measure.vmaf import DEFAULT_MODEL
 from .media import CRF_RANGE, DEFAULT_CRF
+
+LAYERS = ("two-thirds", "half")  # the reduced layers auto may choose (baselayer.RESOLUTIONS), probed in this order
 
 METRICS = ("vmaf", "psnr")  # psnr: PSNR-Y
 SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by 2-4 VMAF more, measured)
@@ -62,13 +66,13 @@ WHOLE_CLIP_SHARE = 0.5
 FULL_CRF_STEP = 4.0          # the second full-resolution probe, this many CRF steps above the first
 FIRST_GUESS_CRF = {"libx264": 26.0, "libx265": 28.0, "libsvtav1": 40.0}  # --bitrate: where the search starts
 KEYINT_SECONDS = {"libsvtav1": 5.0}  # the encoders' default keyframe interval: x264/x265 250 frames, SVT-AV1 ~5 s
-# The lead the 2x layer needs on the probes to be chosen. A tie costs little either way and the
+# The lead a reduced layer needs on the probes to be chosen (calibrated on the 2x layer). A tie costs little either way and the
 # full-resolution file needs no upsampler. Before the lead-out the probes leaned the 2x layer's way
 # (a near-tie called for half on urban 1080p, x264 CRF 32: +0.11 on the probes, 1.8 VMAF below native;
 # 0.5 was the lead then); with it that probe reads -1.51 against a true -1.50, and the probe margins
 # within 0.5 of zero on the 1080p and natural rd clips were within 0.8 VMAF of the truth, off either way
 # (bikes, CRF 28: +0.41 on the probes, +1.2 true; docs/benchmarks.md).
-HALF_LEAD = {"vmaf": 0.25, "psnr": 0.05}
+LAYER_LEAD = {"vmaf": 0.25, "psnr": 0.05}
 
 
 def keyframes_in(frames: int, fps: float, codec: str) -> int:
@@ -88,11 +92,12 @@ def clip_kbps(point: dict, probe_frames: int, clip_frames: int, fps: float, code
     return 8 * per_frame * fps / 1000
 
 
-def half_crf_offset(codec: str) -> float:
-    """CRF steps between a full-resolution encode and a half-resolution one at about the same rate,
-    from the calibrated ``vsr-bench rd`` ladders (x264 9, x265 11, SVT-AV1 15)."""
+def layer_crf_offset(codec: str, layer: str = "half") -> float:
+    """CRF steps between a full-resolution encode and a reduced layer at about the same rate, from the
+    ``vsr-bench rd`` ladders (2x layer: x264 9, x265 11, SVT-AV1 15, calibrated; 2/3 layer: 4, 4, 8)."""
     ladders = DEFAULT_LADDERS[codec]
-    return (sum(ladders["full"]) / len(ladders["full"])) - (sum(ladders["half"]) / len(ladders["half"]))
+    key = layer.replace("-", "_")
+    return (sum(ladders["full"]) / len(ladders["full"])) - (sum(ladders[key]) / len(ladders[key]))
 
 
 def segment_frames(total: int, rate: float) -> tuple[int, int]:
@@ -133,37 +138,65 @@ class Point:
 
 
 @dataclass(frozen=True)
+class LayerEstimate:
+    """A reduced layer on the probes: its probe encodes and where it stands at the target rate."""
+
+    name: str                    # "half" or "two-thirds"
+    probes: tuple[Point, ...]    # one or two
+    quality: float               # at the target rate
+    crf: float | None            # the CRF that spends the target rate (with --crf; None with --bitrate)
+
+
+@dataclass(frozen=True)
 class Decision:
     """The choice, the probe figures behind it and what the final encode uses."""
 
-    choice: str                  # "half" or "full"
+    choice: str                  # "full", "half" or "two-thirds"
     metric: str
-    target_kbps: float           # the rate both sides are compared at (whole-clip kbps, estimated on the probes)
+    target_kbps: float           # the rate the sides are compared at (whole-clip kbps, estimated on the probes)
     full: tuple[Point, Point]    # the full-resolution probes
-    half: tuple[Point, ...]      # the half-resolution probes (one or two)
-    full_quality: float          # each side's quality at the target rate
-    half_quality: float
-    half_crf: float | None       # CRF of the half encode that spends what the full one at --crf would
+    full_quality: float          # its quality at the target rate
+    layers: tuple[LayerEstimate, ...]
     segments: list[tuple[int, int]]
     probe_frames: int
     probe_s: float
 
+    def layer(self, name: str) -> LayerEstimate | None:
+        return next((e for e in self.layers if e.name == name), None)
+
+    @property
+    def best(self) -> LayerEstimate:
+        """The reduced layer that looks best at the target rate."""
+        return max(self.layers, key=lambda e: e.quality)
+
     @property
     def margin(self) -> float:
-        """Half minus full quality at the target rate (VMAF points or dB)."""
-        return self.half_quality - self.full_quality
+        """The best reduced layer's quality minus the full side's at the target rate (VMAF points or dB)."""
+        return self.best.quality - self.full_quality
+
+    @property
+    def layer_crf(self) -> float | None:
+        """The CRF of the chosen reduced layer that spends what the full encode at --crf would (None:
+        full chosen, or --bitrate)."""
+        return None if self.choice == "full" else self.layer(self.choice).crf
 
     def summary(self) -> str:
         unit = "VMAF" if self.metric == "vmaf" else "dB PSNR-Y"
         side = "full (native)"
-        if self.choice == "half":
-            side = "half (2x layer" + (f", CRF {self.half_crf:g})" if self.half_crf is not None else ")")
+        if self.choice != "full":
+            what = {"half": "2x layer", "two-thirds": "2/3 layer"}[self.choice]
+            side = f"{self.choice} ({what}" + (f", CRF {self.layer_crf:g})" if self.layer_crf is not None else ")")
         short = ""
         if self.choice == "full" and self.margin > 0:
-            short = f", short of the {HALF_LEAD[self.metric]:.2f} lead it needs"
-        return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, half {self.half_quality:.2f} "
-                f"vs full {self.full_quality:.2f} {unit} ({self.margin:+.2f}{short}); "
-                f"{self.sample}, {2 + len(self.half)} probe encodes in {self.probe_s:.1f} s")
+            short = f", short of the {LAYER_LEAD[self.metric]:.2f} lead it needs"
+        others = ", ".join(f"{e.name} {e.quality:.2f}" for e in self.layers)
+        return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, full {self.full_quality:.2f}, "
+                f"{others} {unit} ({self.best.name} {self.margin:+.2f}{short}); "
+                f"{self.sample}, {self.encodes} probe encodes in {self.probe_s:.1f} s")
+
+    @property
+    def encodes(self) -> int:
+        return 2 + sum(len(e.probes) for e in self.layers)
 
     @property
     def sample(self) -> str:
@@ -210,9 +243,13 @@ class ProbeOptions:
             raise ValueError("give either crf or bitrate, not both")
 
 
-def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions, *,
+def decide(path: str | Path, full: Pipeline, layers: dict[str, Pipeline], opts: ProbeOptions, *,
            say: Callable[[str], None] = lambda text: None) -> Decision:
-    """Probe ``path`` both ways and choose (see the module's description)."""
+    """Probe ``path`` at full resolution and as each of ``layers`` (``{"half": pipeline,
+    "two-thirds": pipeline}``, one or both) and choose (see the module's description)."""
+    unknown = set(layers) - set(LAYERS)
+    if not layers or unknown:
+        raise ValueError(f"layers must name one or more of {', '.join(LAYERS)}, got {sorted(layers)}")
     t0 = time.perf_counter()
     clip, segments, total = read_segments(path, probe_segments, max_frames=opts.frames)
     lo, hi = CRF_RANGE[opts.codec]
@@ -220,6 +257,7 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
     config = LadderConfig(codec=opts.codec, preset=opts.preset, tune=opts.tune,
                           vmaf_model=DEFAULT_MODEL if opts.metric == "vmaf" else None, ssim=False,
                           keyframes_every=segments[0][1], lead_out=lead_out_frames(segments, total, fps))
+    lead = LAYER_LEAD[opts.metric]
     with tempfile.TemporaryDirectory(prefix="vsr-probe-") as tmp:
         runner = LadderRunner(clip, config, Path(tmp))
         measured = len(runner.measured)
@@ -250,33 +288,38 @@ def decide(path: str | Path, full: Pipeline, half: Pipeline, opts: ProbeOptions,
         per_halving = _crf_per_halving(a, b)
         at_target = min(max(_crf_for_rate(a, per_halving, target), lo), hi)
         full_q = _interpolate(a, b, target)
-        base, size, _ = runner.prepare(half)
-        try:
-            h = [probe(half, base, size, at_target - half_crf_offset(opts.codec))]
-            if _needs_second(h[0], _interpolate(a, b, h[0].kbps), target, HALF_LEAD[opts.metric]):
-                h.append(probe(half, base, size, _crf_for_rate(h[0], per_halving, target)))
-        finally:
-            remove(base)
-    if len(h) == 2 and h[0].crf != h[1].crf:
-        half_q, half_crf = _interpolate(h[0], h[1], target), _crf_for_rate(h[0], _crf_per_halving(*h), target)
-    else:  # one probe near the target (or one that decides alone): moved along the full side's slopes
-        half_q = h[0].quality + (full_q - _interpolate(a, b, h[0].kbps))
-        half_crf = _crf_for_rate(h[0], per_halving, target)
-    return Decision(choice=choose(half_q, full_q, opts.metric), metric=opts.metric, target_kbps=target,
-                    full=(a, b), half=tuple(h), full_quality=full_q, half_quality=half_q,
-                    half_crf=round(min(max(half_crf, lo), hi), 2) if opts.bitrate is None else None,
+        estimates = []
+        for name in (n for n in LAYERS if n in layers):
+            base, size, _ = runner.prepare(layers[name])
+            try:
+                h = [probe(layers[name], base, size, at_target - layer_crf_offset(opts.codec, name))]
+                if _needs_second(h[0], _interpolate(a, b, h[0].kbps), target, lead):
+                    h.append(probe(layers[name], base, size, _crf_for_rate(h[0], per_halving, target)))
+            finally:
+                remove(base)
+            if len(h) == 2 and h[0].crf != h[1].crf:
+                q, crf = _interpolate(h[0], h[1], target), _crf_for_rate(h[0], _crf_per_halving(*h), target)
+            else:  # one probe near the target (or one that decides alone): moved along the full side's slopes
+                q = h[0].quality + (full_q - _interpolate(a, b, h[0].kbps))
+                crf = _crf_for_rate(h[0], per_halving, target)
+            estimates.append(LayerEstimate(name, tuple(h), q,
+                                           round(min(max(crf, lo), hi), 2) if opts.bitrate is None else None))
+    return Decision(choice=choose(full_q, {e.name: e.quality for e in estimates}, opts.metric), metric=opts.metric,
+                    target_kbps=target, full=(a, b), full_quality=full_q, layers=tuple(estimates),
                     segments=segments, probe_frames=measured, probe_s=time.perf_counter() - t0)
 
 
-def choose(half_q: float, full_q: float, metric: str) -> str:
-    """"half" where the 2x layer leads by more than :data:`HALF_LEAD` at the target rate, else "full"."""
-    return "half" if half_q > full_q + HALF_LEAD[metric] else "full"
+def choose(full_q: float, layers: dict[str, float], metric: str) -> str:
+    """The reduced layer that looks best at the target rate where it leads the full side by more than
+    :data:`LAYER_LEAD`, else "full"."""
+    name = max(layers, key=layers.get)
+    return name if layers[name] > full_q + LAYER_LEAD[metric] else "full"
 
 
 def _needs_second(h: Point, full_q: float, target: float, lead: float = 0.0) -> bool:
-    """Whether a second half-resolution probe is needed to compare at the target rate. Not when the
-    first landed within 10% of it, nor when it decides alone: the 2x layer's lead shrinks as the
-    rate rises (the curves cross once), so a half probe below the target rate that does not lead by
+    """Whether a second probe of a reduced layer is needed to compare at the target rate. Not when the
+    first landed within 10% of it, nor when it decides alone: a reduced layer's lead shrinks as the
+    rate rises (the curves cross once), so a probe below the target rate that does not lead by
     ``lead``, or one above it that does, settles the question (``full_q``: the full side's quality
     at its rate)."""
     if abs(math.log(h.kbps / target)) <= math.log(1.1):

@@ -1,7 +1,7 @@
 """Whole-file and pipe jobs: media input -> engine -> media output, concurrently.
 
-2x upscaling (file and pipe), the encoder side's learned reduction (``.vsr.mkv`` file and pipe)
-and the decoder side's restoration. Thin orchestration over :mod:`media`, :mod:`pipeline` and
+2x upscaling (file and pipe), the encoder side's reductions (the learned 2x one, file and pipe; the
+2/3 layer's Lanczos-3 one; each into a ``.vsr.mkv``) and the decoder side's restoration. Thin orchestration over :mod:`media`, :mod:`pipeline` and
 :mod:`engine`: each job is a :class:`Plan` (output stream, frames function) run by one file or
 pipe runner. The CLI and the benchmarks call these functions.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 from kernels import downscale_shapes
 
 from .atomic import atomic_output
-from .baselayer import (SUFFIX, BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer,
+from .baselayer import (RESOLUTIONS, SUFFIX, BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer,
                         parse_tags, resolve_upsampler, tags_for)
-from .engine import Downscaler, Upscaler
+from .engine import Downscaler, Resizer, Upscaler
 from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, RatePass, StreamInfo, TimedFrame, VideoInput,
                     VideoOutput, Y4MOutput, notice, reach_bitrate, remux, stream_info)
 from .models import CheckpointInfo
@@ -350,6 +350,27 @@ def encode_base_layer(src: str | Path, dst: str | Path | None, down: Downscaler 
                     show_progress=show_progress, format="matroska", frames=frames)
 
 
+def encode_two_thirds_layer(src: str | Path, dst: str | Path | None, up_info: CheckpointInfo, encode: EncodeOptions,
+                            *, device: str = "auto", overwrite: bool = False, show_progress: bool = True,
+                            frames: int | None = None, decision: str = "") -> TranscodeResult:
+    """Encoder side, the 2/3 layer: each side reduced to 2/3 (rounded to even; Lanczos-3, antialiased,
+    on ``device``) + base codec -> ``.vsr.mkv`` whose tags (scale 3/2) name the x2 upsampler that
+    restores it, followed by an antialiased reduction to the original size (:func:`restore_base_layer`)."""
+    dst = _layer_output(src, dst)
+    scale = RESOLUTIONS["two-thirds"]
+
+    def plan(inp: VideoInput, first: Frame) -> Plan:
+        h, w = first.height, first.width
+        resizer = Resizer(base_size(h, scale), base_size(w, scale), kernel="lanczos", device=device)
+        tags = BaseLayerTags(scale=scale, width=w, height=h, upsampler=up_info.name, upsampler_sha256=up_info.sha256,
+                             downsampler="Lanczos-3", decision=decision).to_metadata()
+        return Plan(stream_info(inp, first, size=(resizer.width, resizer.height)), resizer.resize_frames,
+                    resizer.batch, repr(resizer), tags)
+
+    return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress, format="matroska",
+                    frames=frames)
+
+
 def encode_full_layer(src: str | Path, dst: str | Path | None, encode: EncodeOptions, *, overwrite: bool = False,
                       show_progress: bool = True, frames: int | None = None, decision: str = "") -> TranscodeResult:
     """Encoder side, where the full resolution codes better: the input encoded at its own size into
@@ -387,7 +408,7 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
                        search: tuple[Path, ...] = (), frames: int | None = None) -> TranscodeResult:
     """Decoder side: a tagged base layer, decoded and upsampled with the upsampler its tags name
     (looked up by content hash among the shipped weights and ``search`` folders), cropped to the
-    original size. A full-resolution layer is copied unchanged (:func:`copy_full_layer`) unless it
+    original size (a 2x layer) or reduced to it (a 2/3 layer: antialiased bicubic after the x2). A full-resolution layer is copied unchanged (:func:`copy_full_layer`) unless it
     must be cropped (an odd original size) or cut (``frames``)."""
     dst = Path(dst) if dst else default_restored_output(src)
     with VideoInput(src) as inp:
@@ -402,7 +423,10 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
                         lambda fs: [f.cropped(tags.height, tags.width) for f in fs], 8, "full resolution, cropped")
         engine = make_engine(resolve_upsampler(tags, search=search))
 
-        def restore(frames: list[Frame]) -> list[Frame]:  # the base layer may carry padding
+        def restore(frames: list[Frame]) -> list[Frame]:
+            if tags.scale != 2:  # a 2/3 layer: x2, then reduced to the original size
+                return engine.upscale_frames_to(frames, tags.height, tags.width)
+            # a 2x layer may carry padding
             return [f.cropped(tags.height, tags.width) for f in engine.upscale_frames(frames)]
 
         return Plan(stream_info(inp, first, size=(tags.width, tags.height)), restore, engine.options.batch,

@@ -39,7 +39,7 @@ import numpy as np
 
 from vsr_plugin.measure import bdrate, metrics
 from vsr_plugin.measure.ladder import (DEFAULT_LADDERS, DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner,
-                                       Pipeline, conventional, native, sr, vsr)
+                                       Pipeline, conventional, native, sr, two_thirds, vsr)
 from vsr_plugin.measure.markdown import markdown_table
 from vsr_plugin.measure.resample import half_size
 from vsr_plugin.measure.video import Clip, read_clip, remove
@@ -49,8 +49,8 @@ from vsr_plugin.models import DEFAULT_PAIR, pair_names, paired_upsampler, shippe
 
 from .report import machine, write_file, write_report
 
-PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr", "auto")
-ANCHORS = ("native", "bicubic", "lanczos", "sr")  # each compared with the pipelines after it
+PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr", "vsr23", "auto")
+ANCHORS = ("native", "bicubic", "lanczos", "sr", "vsr")  # each compared with the pipelines after it
 BD_METRICS = ("psnr_y", "vmaf")
 PLOT_METRICS = ("psnr_y", "ssim_y", "psnr_yuv", "vmaf")
 METRIC_LABELS = {"psnr_y": "PSNR-Y (dB)", "ssim_y": "SSIM-Y", "psnr_yuv": "PSNR-YUV 6:1:1 (dB)", "vmaf": "VMAF"}
@@ -94,12 +94,22 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
                 skipped[name] = "no upsampler for the learned base layer; pass --vsr-up-model PATH"
             else:
                 pipes.append(vsr(down, up, engine_options))
+        elif name == "vsr23":
+            # the 2/3 layer vsr-transcode makes, restored by the default pair's upsampler
+            up = vsr_up_model or pair_names(DEFAULT_PAIR)[1]
+            pipes.append(two_thirds(up, engine_options))
         elif name == "auto":
             if not {"native", "vsr"} <= set(names):
-                raise ValueError("the auto pipeline chooses between native and vsr: list both in --pipelines")
-            pipes.append(Pipeline("auto", "vsr-transcode --resolution auto: at each full-resolution CRF, the native "
-                                          "encode or the vsr layer at the CRF that spends the same bits, chosen on "
-                                          "probe encodes of samples of the clip"))
+                raise ValueError("the auto pipeline chooses between native and the layers: list native and vsr "
+                                 "(and vsr23 for the three-way choice) in --pipelines")
+            if "vsr23" in names:
+                pipes.append(Pipeline("auto", "vsr-transcode --resolution auto: at each full-resolution CRF, the "
+                                              "native encode, the vsr23 layer or the vsr layer at the CRF that spends "
+                                              "the same bits, chosen on probe encodes of samples of the clip"))
+            else:
+                pipes.append(Pipeline("auto", "vsr-transcode --resolution auto: at each full-resolution CRF, the "
+                                              "native encode or the vsr layer at the CRF that spends the same bits, "
+                                              "chosen on probe encodes of samples of the clip"))
         else:
             raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
     if "auto" in names and "vsr" in skipped:
@@ -108,36 +118,45 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
     return pipes, skipped
 
 
-def auto_points(runner: LadderRunner, native_pipe: Pipeline, half_pipe: Pipeline, done: list[dict], *,
+AUTO_SIDES = {"full": "native", "half": "vsr", "two-thirds": "vsr23"}  # auto's choice -> the pipeline it codes
+
+
+def auto_points(runner: LadderRunner, pipes: dict[str, Pipeline], done: list[dict], *,
                 metric: str, frames: int | None, on_point: Callable[[dict], None]) -> list[dict]:
     """The ``auto`` pipeline on one clip: at each full-resolution CRF, :func:`vsr_plugin.resolution.decide`
-    on the clip (its probes, as ``vsr-transcode --resolution auto --crf C`` runs them), then the chosen
-    encode: the native point at that CRF (taken from ``done``, the same deterministic encode) or the
-    vsr layer at the CRF the decision found."""
+    on the clip (its probes, as ``vsr-transcode --resolution auto --crf C`` runs them) among native and
+    the layers of ``pipes`` (``vsr``, and ``vsr23`` where given), then the chosen encode: the native point
+    at that CRF (taken from ``done``, the same deterministic encode) or the layer at the CRF the
+    decision found."""
     from vsr_plugin.resolution import ProbeOptions, decide
 
     cfg, clip = runner.config, runner.clip
-    prepared = None
+    layers = {choice: pipes[name] for choice, name in AUTO_SIDES.items() if choice != "full" and name in pipes}
+    prepared: dict[str, tuple] = {}
     points = []
     try:
-        for crf in cfg.ladder(native_pipe):
-            dec = decide(clip.path, native_pipe, half_pipe, ProbeOptions(codec=cfg.codec, preset=cfg.preset, crf=crf,
-                                                                         tune=cfg.tune, metric=metric, frames=frames))
+        for crf in cfg.ladder(pipes["native"]):
+            dec = decide(clip.path, pipes["native"], layers, ProbeOptions(
+                codec=cfg.codec, preset=cfg.preset, crf=crf, tune=cfg.tune, metric=metric, frames=frames))
             if dec.choice == "full":
                 point = dict(next(p for p in done if p["pipeline"] == "native" and p["crf"] == crf))
             else:
-                prepared = prepared or runner.prepare(half_pipe)
-                point = runner.point(half_pipe, cfg.options(crf=dec.half_crf), prepared[0], prepared[1])
+                pipe = layers[dec.choice]
+                prepared[dec.choice] = prepared.get(dec.choice) or runner.prepare(pipe)
+                base, size, _ = prepared[dec.choice]
+                point = runner.point(pipe, cfg.options(crf=dec.layer_crf), base, size)
             point.update(pipeline="auto", full_crf=crf, resolution=dec.choice, decision={
                 "metric": metric, "target_kbps": dec.target_kbps, "full_quality": dec.full_quality,
-                "half_quality": dec.half_quality, "margin": dec.margin, "half_crf": dec.half_crf,
-                "probe_s": dec.probe_s, "probe_frames": dec.probe_frames, "segments": dec.segments,
-                "probes": {"full": [p.__dict__ for p in dec.full], "half": [p.__dict__ for p in dec.half]}})
+                "margin": dec.margin, "layer_crf": dec.layer_crf, "probe_s": dec.probe_s,
+                "probe_frames": dec.probe_frames, "segments": dec.segments,
+                "layers": {e.name: {"quality": e.quality, "crf": e.crf} for e in dec.layers},
+                "probes": {"full": [p.__dict__ for p in dec.full],
+                           **{e.name: [p.__dict__ for p in e.probes] for e in dec.layers}}})
             points.append(point)
             on_point(point)
     finally:
-        if prepared:
-            remove(prepared[0])
+        for base, _, _ in prepared.values():
+            remove(base)
     return points
 
 
@@ -156,7 +175,7 @@ def curve_at(pts: list[tuple[float, float]], kbps: float) -> tuple[float, bool]:
 
 
 def auto_check(points: list[dict], metric: str) -> list[dict]:
-    """Each ``auto`` point against the better of ``native`` and ``vsr`` at the same rate.
+    """Each ``auto`` point against the best of ``native``, ``vsr`` (and ``vsr23``, where measured) at the same rate.
 
     The side auto chose is measured there: an auto point *is* that pipeline's encode at that rate (the
     native point at its CRF, or the vsr pipeline run at the CRF the decision found, see
@@ -168,18 +187,20 @@ def auto_check(points: list[dict], metric: str) -> list[dict]:
     def curve(name: str) -> list[tuple[float, float]]:
         return [(p["kbps"], p[metric]) for p in points if p["pipeline"] == name]
 
+    sides = [n for n in AUTO_SIDES.values() if curve(n)]
     out = []
     for p in points:
         if p["pipeline"] == "auto":
-            chosen, other = ("vsr", "native") if p["resolution"] == "half" else ("native", "vsr")
-            other_q, extrapolated = curve_at(curve(other), p["kbps"])
-            there = {chosen: p[metric], other: other_q}
+            chosen = AUTO_SIDES[p["resolution"]]
+            there, extrapolated = {chosen: p[metric]}, []
+            for other in sides:
+                if other != chosen:
+                    there[other], beyond = curve_at(curve(other), p["kbps"])
+                    extrapolated += [other] if beyond else []
             out.append({"full_crf": p["full_crf"], "resolution": p["resolution"], "kbps": p["kbps"],
-                        "quality": p[metric], "native": there["native"], "vsr": there["vsr"],
-                        "vsr_chord": curve_at(curve("vsr"), p["kbps"])[0],
-                        "extrapolated": [other] if extrapolated else [],
-                        "gap": p[metric] - max(there.values()), "probe_s": p["decision"]["probe_s"],
-                        "probe_margin": p["decision"]["margin"]})
+                        "quality": p[metric], **there, "vsr_chord": curve_at(curve("vsr"), p["kbps"])[0],
+                        "extrapolated": extrapolated, "gap": p[metric] - max(there.values()),
+                        "probe_s": p["decision"]["probe_s"], "probe_margin": p["decision"]["margin"]})
     return out
 
 
@@ -323,19 +344,22 @@ def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
                                           f"bitrate range of BD-{short}", "crossovers"], rows), ""]
         if c.get("auto"):
             unit = "VMAF" if data.get("auto_metric", "vmaf") == "vmaf" else "PSNR-Y"
-            lines += [f"`auto` at each full-resolution CRF against the better of `native` and `vsr` at the same "
+            sides = [n for n in AUTO_SIDES.values() if n in c["auto"][0]]
+            named = ", ".join(f"`{n}`" for n in sides[:-1]) + f" and `{sides[-1]}`"
+            lines += [f"`auto` at each full-resolution CRF against the best of {named} at the same "
                       f"rate ({unit}): the side auto chose is its own encode (the native point at that CRF, or "
-                      "the vsr pipeline run at the CRF the decision found), the other side's curve interpolated "
+                      "the layer's pipeline run at the CRF the decision found), the other sides' curves interpolated "
                       "in log-rate († beyond that ladder's rates, its end segment extended); `vsr chord`: the "
-                      "vsr curve interpolated between its ladder points alone:", ""]
+                      "vsr curve interpolated between its ladder points alone; probe margin: the best layer's "
+                      "quality minus the full side's on the probes:", ""]
             def there(a: dict, side: str) -> str:  # † beyond that ladder's rates (older reports do not say)
                 return f"{a[side]:.2f}" + (" †" if side in a.get("extrapolated", ()) else "")
 
             rows = [[f"{a['full_crf']:g}", a["resolution"], f"{a['kbps']:.1f}", f"{a['quality']:.2f}",
-                     there(a, "native"), there(a, "vsr"), f"{a['vsr_chord']:.2f}" if "vsr_chord" in a else "-",
+                     *(there(a, n) for n in sides), f"{a['vsr_chord']:.2f}" if "vsr_chord" in a else "-",
                      f"{a['gap']:+.2f}", f"{a['probe_margin']:+.2f}", f"{a['probe_s']:.1f}"] for a in c["auto"]]
-            lines += [markdown_table(["CRF", "chose", "kbps", unit, "native there", "vsr there", "vsr chord",
-                                      "gap to the better", "probe margin (half − full)", "probe s"], rows), ""]
+            lines += [markdown_table(["CRF", "chose", "kbps", unit, *(f"{n} there" for n in sides), "vsr chord",
+                                      "gap to the best", "probe margin", "probe s"], rows), ""]
         for metric, name in plots.get(c["name"], {}).items():
             lines.append(f"![{c['name']} {METRIC_LABELS[metric]}]({name})")
         lines.append("")
@@ -377,6 +401,10 @@ def _unique_names(paths: list[str]) -> list[str]:
     return out
 
 
+def ladders_of(config: LadderConfig) -> dict[str, list[float]]:
+    return {"full": list(config.crf_full), "half": list(config.crf_half), "two_thirds": list(config.crf_two_thirds)}
+
+
 def load_reusable(path: str | None, config: LadderConfig) -> dict:
     """An earlier report whose points may stand in for this run's: same protocol, codec, preset,
     ladders and VMAF model, or a clear error (a silent mismatch would corrupt every BD-rate)."""
@@ -387,7 +415,9 @@ def load_reusable(path: str | None, config: LadderConfig) -> dict:
     except (OSError, ValueError) as e:
         raise ValueError(f"--reuse: cannot read {path}: {e}") from None
     want = {"protocol": "rd-v1", "codec": config.codec, "preset": config.preset, "tune": config.tune,
-            "ladders": {"full": list(config.crf_full), "half": list(config.crf_half)}, "vmaf_model": config.vmaf_model}
+            "ladders": ladders_of(config), "vmaf_model": config.vmaf_model}
+    if "two_thirds" not in old.get("ladders", {}):  # measured before the 2/3 layer: its other ladders must agree
+        want["ladders"].pop("two_thirds")
     for key, value in want.items():
         if old.get(key) != value:
             raise ValueError(f"--reuse: {path} was measured with {key} {old.get(key)!r}, this run uses {value!r}")
@@ -418,6 +448,8 @@ def run_rd(args: argparse.Namespace) -> int:
     config = LadderConfig(codec=codec, preset=args.preset or DEFAULT_PRESET[codec], tune=args.tune,
                           crf_full=parse_ladder(args.crf_full) if args.crf_full else ladders["full"],
                           crf_half=parse_ladder(args.crf_half) if args.crf_half else ladders["half"],
+                          crf_two_thirds=(parse_ladder(args.crf_two_thirds) if args.crf_two_thirds
+                                          else ladders["two_thirds"]),
                           vmaf_model=args.vmaf_model, lossless_check=not args.no_lossless_check,
                           **({"vmaf_threads": args.threads} if args.threads is not None else {}))
     old = load_reusable(args.reuse, config)
@@ -466,8 +498,8 @@ def run_rd(args: argparse.Namespace) -> int:
                         say(f"{done}/{total} {name} auto crf {pt['full_crf']:g}: {pt['resolution']} "
                             f"(probe margin {pt['decision']['margin']:+.2f}, {pt['decision']['probe_s']:.1f} s), "
                             f"{pt['kbps']:.1f} kbps, VMAF {pt['vmaf']:.2f}")
-                    entry["points"] += auto_points(runner, by_name["native"], by_name["vsr"], entry["points"],
-                                                   metric=args.auto_metric, frames=args.frames, on_point=on_auto)
+                    entry["points"] += auto_points(runner, by_name, entry["points"], metric=args.auto_metric,
+                                                   frames=args.frames, on_point=on_auto)
                     continue
                 if (reused := reused_points(old, clip, p)) is not None:
                     done += len(reused)
@@ -489,7 +521,7 @@ def run_rd(args: argparse.Namespace) -> int:
 
     data = {
         "protocol": "rd-v1", "codec": codec, "preset": config.preset, "tune": config.tune,
-        "ladders": {"full": list(config.crf_full), "half": list(config.crf_half)},
+        "ladders": ladders_of(config),
         "pipelines": {p.name: p.description for p in pipelines}, "skipped": skipped,
         "models": {p.name: p.models for p in pipelines if p.models},
         "vmaf_model": config.vmaf_model, "psnr_cap_db": metrics.PSNR_CAP_DB, "min_overlap": args.min_overlap,
@@ -519,7 +551,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("rd", help="video rate–distortion: CRF ladders, BD-rate and VMAF against native and bicubic",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Rate–distortion curves of native, bicubic, lanczos, sr and vsr pipelines (and "
-                                   "auto, on request) over CRF ladders, with PSNR-Y, SSIM-Y, PSNR-YUV, VMAF, "
+                                   "the 2/3 layer vsr23 and auto, on request) over CRF ladders, with PSNR-Y, SSIM-Y, PSNR-YUV, VMAF, "
                                    "BD-rate and crossovers.")
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video files (y4m, mp4, mkv, ...)")
     p.add_argument("--codec", default="libx264", choices=list(RD_CODECS))
@@ -528,9 +560,11 @@ def add_parser(sub) -> None:
     p.add_argument("--crf-full", default=None, help="CRF ladder of full-resolution encodes, e.g. 23,27,31,35 "
                                                     "(default per codec, see docs/benchmarks.md)")
     p.add_argument("--crf-half", default=None, help="CRF ladder of half-resolution (base layer) encodes")
-    p.add_argument("--pipelines", default=",".join(n for n in PIPELINES if n != "auto"),
-                   help="comma-separated subset of " + ",".join(PIPELINES) + " (auto: probes at every point; with "
-                        "native and vsr, e.g. native,vsr,auto --reuse an earlier report)")
+    p.add_argument("--crf-two-thirds", default=None, help="CRF ladder of the 2/3 layer (vsr23) encodes")
+    p.add_argument("--pipelines", default=",".join(n for n in PIPELINES if n not in ("vsr23", "auto")),
+                   help="comma-separated subset of " + ",".join(PIPELINES) + " (vsr23: the 2/3 layer; auto: probes "
+                        "at every point; with native and vsr, and vsr23 for the three-way choice, e.g. "
+                        "native,vsr,vsr23,auto --reuse an earlier report)")
     p.add_argument("--frames", type=int, default=None, help="use the first N frames of each clip (default: all)")
     p.add_argument("--model", default=None,
                    help="upsampler for sr (shipped name or weights path; default: the shipped default)")

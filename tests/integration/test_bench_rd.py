@@ -318,3 +318,33 @@ def test_docs_layer_scale_trial_measures_a_two_thirds_layer_against_a_report(nat
                                       "--reuse", str(out / "other.json"), "--reuse-neg", "", "--out", str(out)])
     with pytest.raises(SystemExit, match="did not measure"):
         trial_main()
+
+
+def test_rd_measures_the_two_thirds_layer_and_a_three_way_auto(tmp_path, tiny_pair):
+    """vsr23 is the 2/3 layer vsr-transcode makes (Lanczos-3 to 2/3, x2 network, bicubic to the original
+    size); auto with vsr23 listed chooses among native, vsr23 and vsr on its probes, and every auto point
+    is checked against all three curves."""
+    down, up, _ = tiny_pair
+    src = ffmpeg_clip(tmp_path / "in.mkv", size=(96, 64), frames=6, vcodec="ffv1", audio=False)
+    out = tmp_path / "o"
+    assert main(["rd", str(src), "--pipelines", "native,vsr,vsr23,auto", "--down-model", down, "--vsr-up-model", up,
+                 "--device", "cpu", "--crf-full", "30,44", "--crf-half", "20,34", "--crf-two-thirds", "26,40",
+                 "--auto-metric", "psnr", "--no-plots", "--no-lossless-check", "--quiet", "--out", str(out)]) == 0
+    data = json.loads((out / "rd_libx264.json").read_text())
+    assert data["ladders"] == {"full": [30, 44], "half": [20, 34], "two_thirds": [26, 40]}
+    assert data["models"]["vsr23"]["upsampler_weights"] == up
+    points = data["clips"][0]["points"]
+    layer = [p for p in points if p["pipeline"] == "vsr23"]
+    assert [(p["crf"], p["base_width"], p["base_height"]) for p in layer] == [(26, 64, 42), (40, 64, 42)]
+    auto = [p for p in points if p["pipeline"] == "auto"]
+    assert [p["full_crf"] for p in auto] == [30, 44]
+    for p, check in zip(auto, data["clips"][0]["auto"]):
+        assert set(p["decision"]["layers"]) == {"half", "two-thirds"}
+        assert set(p["decision"]["probes"]) == {"full", "half", "two-thirds"}
+        side = {"full": "native", "half": "vsr", "two-thirds": "vsr23"}[p["resolution"]]
+        assert check[side] == check["quality"] == p["psnr_y"] and {"native", "vsr", "vsr23"} <= set(check)
+        if p["resolution"] == "two-thirds":
+            assert p["crf"] == p["decision"]["layer_crf"] and p["base_width"] == 64
+    assert set(data["clips"][0]["bd"]["vmaf"]["vs vsr"]) == {"vsr23", "auto"}  # the 2/3 layer against the 2x one
+    md = (out / "rd_libx264.md").read_text()
+    assert "| vsr23 there |" in md and "against the best of `native`, `vsr` and `vsr23`" in md

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 from tests.media_helpers import make_clip, read_back, textured_clip
 from vsr_plugin.baselayer import BaseLayerError, parse_tags
 from vsr_plugin.cli import main
-from vsr_plugin.resolution import (Decision, Point, _needs_second, choose, clip_kbps, half_crf_offset, keyframes_in,
+from vsr_plugin.resolution import (Decision, Point, _needs_second, choose, clip_kbps, LayerEstimate, keyframes_in, layer_crf_offset,
                                    lead_out_frames, probe_segments, segment_frames)
 
 
@@ -52,7 +52,8 @@ def test_probe_rate_spreads_keyframes_over_the_clip():
     # a 500-frame clip at 25 fps has 2 GOPs of 250: 1000 B per frame + 2 keyframes of 10 kB per 500 frames
     assert clip_kbps(point, 25, 500, 25.0, "libx264") == pytest.approx(8 * (1_000 + 20_000 / 500) * 25 / 1000)
     assert keyframes_in(500, 25.0, "libx264") == 2 and keyframes_in(500, 25.0, "libsvtav1") == 4
-    assert half_crf_offset("libx264") == 9 and half_crf_offset("libx265") == 11
+    assert layer_crf_offset("libx264") == 9 and layer_crf_offset("libx265") == 11
+    assert layer_crf_offset("libx264", "two-thirds") == 4 and layer_crf_offset("libx265", "two-thirds") == 4
 
 
 def test_a_second_half_probe_only_when_the_first_cannot_decide():
@@ -67,21 +68,32 @@ def test_a_second_half_probe_only_when_the_first_cannot_decide():
     assert _needs_second(Point(30, 1400, 75.3), 75, target, lead=0.5)  # above and short of the lead
 
 
-def test_the_2x_layer_needs_a_lead_on_the_probes():
-    assert choose(80.3, 80.0, "vmaf") == "half" and choose(80.2, 80.0, "vmaf") == "full"
-    assert choose(30.06, 30.0, "psnr") == "half" and choose(30.04, 30.0, "psnr") == "full"
+def test_a_layer_needs_a_lead_on_the_probes():
+    assert choose(80.0, {"half": 80.3}, "vmaf") == "half" and choose(80.0, {"half": 80.2}, "vmaf") == "full"
+    assert choose(30.0, {"half": 30.06}, "psnr") == "half" and choose(30.0, {"half": 30.04}, "psnr") == "full"
+    assert choose(80.0, {"half": 80.3, "two-thirds": 80.9}, "vmaf") == "two-thirds"
+    assert choose(80.0, {"half": 81.3, "two-thirds": 80.9}, "vmaf") == "half"
+    assert choose(80.0, {"half": 79.3, "two-thirds": 80.2}, "vmaf") == "full"
+    half = LayerEstimate("half", (Point(23, 1474.2, 87.6),), 88.81, 25.0)
     close = Decision(choice="full", metric="vmaf", target_kbps=1563.5, full=(Point(32, 1563.5, 88.7),) * 2,
-                     half=(Point(23, 1474.2, 87.6),), full_quality=88.7, half_quality=88.81, half_crf=None,
-                     segments=[(12, 24)], probe_frames=24, probe_s=14.2)
-    assert "half 88.81 vs full 88.70 VMAF (+0.11, short of the 0.25 lead it needs)" in close.summary()
+                     full_quality=88.7, layers=(half,), segments=[(12, 24)], probe_frames=24, probe_s=14.2)
+    assert "full 88.70, half 88.81 VMAF (half +0.11, short of the 0.25 lead it needs)" in close.summary()
+    assert close.layer_crf is None and close.encodes == 3
     # docs/probe_cost.py reads the summary line back (it missed this form once)
     from docs.probe_cost import DECISION
-    wins = dataclasses.replace(close, choice="half", half_quality=89.9, half_crf=27.5)
+    wins = dataclasses.replace(close, choice="half", layers=(dataclasses.replace(half, quality=89.9, crf=27.5),))
+    assert wins.layer_crf == 27.5
     assert DECISION.search(close.summary()).groups() == ("full", None, "+0.11", "1", "24", None, "3", "14.2")
     assert DECISION.search(wins.summary()).groups() == ("half", "27.5", "+1.20", "1", "24", None, "3", "14.2")
     whole = dataclasses.replace(close, segments=[(0, 48)], probe_frames=48)  # a 2 s clip, probed whole
     assert "; the whole clip (48 frames), 3 probe encodes in 14.2 s" in whole.summary()
     assert DECISION.search(whole.summary()).groups() == ("full", None, "+0.11", None, None, "48", "3", "14.2")
+    thirds = LayerEstimate("two-thirds", (Point(28, 1700.0, 89.1), Point(29.5, 1500.0, 88.9)), 89.0, 29.1)
+    three = dataclasses.replace(wins, choice="two-thirds", layers=(thirds, dataclasses.replace(half, quality=88.6)))
+    line = three.summary()
+    assert line.startswith("resolution auto: two-thirds (2/3 layer, CRF 29.1) — at 1564 kbps on the probes, full "
+                           "88.70, two-thirds 89.00, half 88.60 VMAF (two-thirds +0.30); ")
+    assert DECISION.search(line).groups() == ("two-thirds", "29.1", "+0.30", "1", "24", None, "5", "14.2")
 
 
 def test_full_resolution_tags_are_checked():
@@ -168,7 +180,7 @@ def test_probe_rate_is_close_to_the_whole_clip_rate(tmp_path, frames, tolerance)
     from vsr_plugin.resolution import ProbeOptions, decide
 
     src = textured_clip(tmp_path / "in.mkv", size=(320, 180), frames=frames, noise=8)
-    dec = decide(src, native(), native(), ProbeOptions(crf=28, metric="psnr"))  # only the full side matters here
+    dec = decide(src, native(), {"half": native()}, ProbeOptions(crf=28, metric="psnr"))  # only the full side matters
     from vsr_plugin.measure.video import encode_y4m, read_clip, stream_bits, write_y4m
     from vsr_plugin.media import EncodeOptions
 

@@ -1,8 +1,8 @@
 """Carry one clip through a codec and measure what comes back: the engine of ``vsr-bench rd``,
 ``vsr-transcode --report`` and the probes of ``--resolution auto``.
 
-A :class:`Pipeline` says how the clip reaches the codec (the original, or a 2x-reduced base layer
-from a conventional scaler or a vsr network) and how it is restored; a :class:`LadderRunner`
+A :class:`Pipeline` says how the clip reaches the codec (the original, a 2x-reduced base layer
+from a conventional scaler or a vsr network, or the 2/3 layer) and how it is restored; a :class:`LadderRunner`
 encodes a prepared base layer at one setting in a fresh process of the bundled ffmpeg (bit-exact
 from run to run), decodes it, restores it and measures it against the original: the bitrate of the
 video packets (encoder SEI/metadata units removed), PSNR-Y/U/V, PSNR-YUV (6:1:1) and SSIM-Y
@@ -19,8 +19,10 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
+from ..baselayer import base_size
 from ..media import CRF_RANGE, EncodeOptions, MediaError
 from ..yuv import Frame
 from . import metrics
@@ -37,10 +39,16 @@ RD_CODECS = ("libx264", "libx265", "libsvtav1")  # lossy codecs with a CRF scale
 # every 6 CRF steps, so equal bitrate sits ~9.5–11 steps lower for the half-resolution ladder (9 is
 # used for x264, leaning towards low rates; 11 for x265, as measured). SVT-AV1's rate falls slowly
 # with CRF until the top of its scale, so its full ladder ends at 63 and the half one spans 13–53.
+# The 2/3 layer (1280x720 for 1080p) spent 0.46-0.54x native's bits at equal x264 CRF and about as much as
+# native 2 steps higher with x265 (docs/results/layer_scale_trial_x264.md, _x265.md), so its ladders sit 4
+# steps below the full ones; SVT-AV1's is placed between its full and half ladders, not calibrated.
 DEFAULT_LADDERS = {
-    "libx264": {"full": (24, 28, 32, 36, 40, 44), "half": (15, 19, 23, 27, 31, 35)},
-    "libx265": {"full": (24, 28, 32, 36, 40, 44), "half": (13, 17, 21, 25, 29, 33)},
-    "libsvtav1": {"full": (33, 39, 45, 51, 57, 63), "half": (13, 21, 29, 37, 45, 53)},
+    "libx264": {"full": (24, 28, 32, 36, 40, 44), "half": (15, 19, 23, 27, 31, 35),
+                "two_thirds": (20, 24, 28, 32, 36, 40)},
+    "libx265": {"full": (24, 28, 32, 36, 40, 44), "half": (13, 17, 21, 25, 29, 33),
+                "two_thirds": (20, 24, 28, 32, 36, 40)},
+    "libsvtav1": {"full": (33, 39, 45, 51, 57, 63), "half": (13, 21, 29, 37, 45, 53),
+                  "two_thirds": (25, 31, 37, 43, 49, 55)},
 }
 DEFAULT_PRESET = {"libx264": "medium", "libx265": "medium", "libsvtav1": "8"}
 
@@ -54,13 +62,22 @@ class Pipeline:
 
     ``down`` makes the base layer from the original frames (None: encode the original);
     ``up`` restores the decoded base layer to ``(height, width)`` (None: the decoded frames are
-    the result)."""
+    the result); ``scale``: the reduction ``down`` makes (2, or 3/2 for the 2/3 layer)."""
 
     name: str
     description: str
     down: Callable[[Frames], Frames] | None = None
     up: Callable[[Frames, int, int], Frames] | None = None
     models: dict = field(default_factory=dict)
+    scale: Fraction = Fraction(2)
+
+    def base_size(self, height: int, width: int) -> tuple[int, int]:
+        """The base layer ``down`` makes of a ``height x width`` clip (before padding to even)."""
+        if not self.reduced:
+            return height, width
+        if self.scale == 2:
+            return half_size(height, width)
+        return base_size(height, self.scale), base_size(width, self.scale)
 
     @property
     def reduced(self) -> bool:
@@ -102,6 +119,27 @@ def sr(model: str, engine_options: dict) -> Pipeline:
                     models={"upsampler": name, "upsampler_weights": str(model), "upsampler_sha256": sha})
 
 
+def two_thirds(up_model: str, engine_options: dict) -> Pipeline:
+    """The 2/3 layer as ``vsr-transcode`` makes and restores it (:func:`vsr_plugin.transcode.encode_two_thirds_layer`)."""
+    from ..engine import Resizer, Upscaler
+
+    engine = Upscaler(up_model, **engine_options)
+    scale = Fraction(3, 2)
+    device = engine_options.get("device", "auto")
+
+    def down(frames: Frames) -> Frames:
+        h, w = frames[0].height, frames[0].width
+        return Resizer(base_size(h, scale), base_size(w, scale), kernel="lanczos", device=device).resize_frames(frames)
+
+    def up(frames: Frames, h: int, w: int) -> Frames:
+        return engine.upscale_frames_to(frames, h, w)
+
+    return Pipeline("vsr23", f"Lanczos-3 down to 2/3 (sides rounded to even), encode, vsr upsampler {engine!r} x2 "
+                             "then antialiased bicubic to the original size", down=down, up=up, scale=scale,
+                    models={"upsampler": repr(engine), "upsampler_weights": str(up_model),
+                            "upsampler_sha256": _sha(engine)})
+
+
 def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str, str]:
     """The encoder side's learned 2x downscale (the one function the ``vsr`` pipeline adds)."""
     from ..engine import Downscaler
@@ -128,6 +166,7 @@ class LadderConfig:
     tune: str | None = None                 # the encoder's tune, every pipeline alike
     crf_full: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["full"]
     crf_half: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["half"]
+    crf_two_thirds: tuple[float, ...] = DEFAULT_LADDERS["libx264"]["two_thirds"]
     vmaf_model: str | None = DEFAULT_MODEL  # None: no VMAF (PSNR only)
     ssim: bool = True
     keyframes_every: int | None = None      # force a keyframe every N frames (clips of N-frame segments)
@@ -143,7 +182,7 @@ class LadderConfig:
             raise ValueError(f"codec must be one of {', '.join(RD_CODECS)}, got {self.codec!r}")
         self.options()  # a preset or tune the codec does not take: a clear error before any encode
         lo, hi = CRF_RANGE[self.codec]
-        for which, ladder in (("full", self.crf_full), ("half", self.crf_half)):
+        for which, ladder in (("full", self.crf_full), ("half", self.crf_half), ("2/3", self.crf_two_thirds)):
             if len(ladder) < 2:
                 raise ValueError(f"the {which}-resolution CRF ladder needs at least two values, got {list(ladder)}")
             if len(set(ladder)) != len(ladder):
@@ -157,7 +196,9 @@ class LadderConfig:
         return EncodeOptions(codec=self.codec, crf=crf, bitrate=bitrate, preset=self.preset, tune=self.tune)
 
     def ladder(self, pipeline: Pipeline) -> tuple[float, ...]:
-        return tuple(sorted(self.crf_half if pipeline.reduced else self.crf_full))
+        if not pipeline.reduced:
+            return tuple(sorted(self.crf_full))
+        return tuple(sorted(self.crf_half if pipeline.scale == 2 else self.crf_two_thirds))
 
 
 class LadderRunner:
@@ -220,9 +261,9 @@ class LadderRunner:
         base = pipeline.down(clip.frames) if pipeline.down else clip.frames
         down_s = time.perf_counter() - t
         bh, bw = base[0].height, base[0].width
-        if pipeline.reduced and (bh, bw) != half_size(clip.height, clip.width):
+        if (bh, bw) != pipeline.base_size(clip.height, clip.width):
             raise RuntimeError(f"{pipeline.name}: base layer is {bw}x{bh}, expected "
-                               f"{half_size(clip.height, clip.width)[::-1]}")
+                               f"{pipeline.base_size(clip.height, clip.width)[::-1]}")
         base_path = self.work / f"{pipeline.name}_base.y4m"
         write_y4m(base_path, (pad_even(f) for f in base), clip.rate)
         return base_path, (bh, bw), down_s
