@@ -229,3 +229,19 @@ def test_default_base_layer_is_the_bicubic_reduction():
     got = Downscaler(pair_names(DEFAULT_PAIR)[0], device="cpu").downscale_planes(y, u, v, bits=10)
     want = kernels.unpack_downscale(torch.zeros(2, 6, 10, 6), y, u, v, bits=10, backend="torch")
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_x265_is_refused_for_pictures_it_corrupts_memory_on(tmp_path, tiny_pair, capsys):
+    """x265 (this build) corrupts its heap closing encoders of 40-48 px wide pictures: a 96-px clip's
+    2x layer (48 px) is one clear line and no file; its 2/3 layer (64 px) is coded."""
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=3, audio=False)
+    out = tmp_path / "in.vsr.mkv"
+    assert _encode(src, out, tiny_pair, "--codec", "libx265") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vsr-transcode: error: libx265 is refused for pictures under 50 pixels wide (this one is 48): this "
+                   "build of x265 corrupts memory on 40-48 px wide pictures; use --codec libx264 or libsvtav1"]
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+    down, up, _ = tiny_pair
+    assert main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "--resolution", "two-thirds",
+                 "--codec", "libx265", "-q"]) == 0
+    assert read_back(out)["width"] == 64
