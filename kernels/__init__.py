@@ -1,8 +1,8 @@
 """The one dispatch point for the packed-layout ops.
 
 Every op has a torch reference twin in :mod:`kernels.reference` (the specification, used wherever a
-gradient is needed), a fused CUDA kernel in :mod:`kernels.cupy_ops`, and ``pack`` and the upsampler's
-unpack also a compiled CPU kernel in :mod:`kernels.cpu_ops`. ``backend``:
+gradient is needed), a fused CUDA kernel in :mod:`kernels.cupy_ops`, and ``pack``, the upsampler's
+unpack and ``resize`` also a compiled CPU kernel in :mod:`kernels.cpu_ops`. ``backend``:
 
 * ``"auto"``: the fused kernel when every tensor is a CUDA tensor, no gradient is needed (grad mode
   is off or no input requires grad), cupy imports and the kernels cover the dtypes; on CPU tensors,
@@ -64,7 +64,7 @@ def _cupy_obstacle(tensors: tuple[torch.Tensor, ...], *, first_only: bool = Fals
 def _cpu_obstacle(tensors: tuple[torch.Tensor, ...], has_kernel: bool) -> str | None:
     """Why the compiled CPU kernel cannot take this call, or None if it can."""
     if not has_kernel:
-        return "this op has no compiled CPU kernel (pack and unpack_upscale have)"
+        return "this op has no compiled CPU kernel (pack, unpack_upscale and resize have)"
     if any(t.device.type != "cpu" for t in tensors):
         return f"the compiled CPU kernels need CPU tensors, got {', '.join(sorted({str(t.device) for t in tensors}))}"
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -147,4 +147,5 @@ def resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, wi
     Lanczos-3). Contract: :func:`kernels.reference.resize`."""
     return _dispatch(backend, (y, u, v),
                      lambda: cupy_ops.resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits),
-                     lambda: reference.resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits))
+                     lambda: reference.resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits),
+                     lambda: cpu_ops.resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits))

@@ -1,6 +1,8 @@
 // The packed-layout ops on the CPU, built at run time by kernels/cpu_ops.py (g++ -O3 -ffp-contract=off
-// -fno-fast-math): vsr_cpu_pack (kernels.reference.pack) and vsr_cpu_upscale_plane (the upsampler's
-// unpack, kernels.reference.unpack_upscale, one output plane per call). Bit-identical to the twins.
+// -fno-fast-math): vsr_cpu_pack (kernels.reference.pack), vsr_cpu_upscale_plane (the upsampler's
+// unpack, kernels.reference.unpack_upscale, one output plane per call) and vsr_cpu_resize_rows /
+// vsr_cpu_resize_cols (kernels.reference.resize_plane's two passes, exact int64 sums as in resize.cu).
+// Bit-identical to the twins.
 //
 // pack: normalise(code) = float32(2 code - m) / float32(m), one IEEE division, then the output dtype's
 // round-to-nearest-even conversion (vsr_common.cuh's store), written channel row by channel row of
@@ -25,6 +27,7 @@
 #include <math.h>
 #include <string.h>
 #include <omp.h>
+#include <algorithm>
 #include <vector>
 
 // What vsr_common.cuh needs from CUDA, as plain IEEE binary32 operations (no FMA: -ffp-contract=off).
@@ -244,7 +247,94 @@ void parallel(int total, int threads, const Work& work)
     }
 }
 
+// reference.resize_plane, rows pass: across[b, r, j] = sum_k weight[j, k] * src[b, r, index[j, k]] for the
+// input rows [first, last) of all frames (b * h + r).
+template <class Code>
+void resize_rows(const Code* src, int64_t* across, int h, int out_w, int taps, const int64_t* index,
+                 const int64_t* weight, int64_t sn, int64_t sh, int64_t sw, int first, int last)
+{
+    for (int row = first; row < last; ++row) {
+        const Code* in = src + (int64_t)(row / h) * sn + (int64_t)(row % h) * sh;
+        int64_t* out = across + (int64_t)row * out_w;
+        for (int j = 0; j < out_w; ++j) {
+            const int64_t* ix = index + (int64_t)j * taps;
+            const int64_t* wx = weight + (int64_t)j * taps;
+            int64_t sum = 0;
+            for (int k = 0; k < taps; ++k)
+                sum += wx[k] * (int64_t)in[ix[k] * sw];
+            out[j] = sum;
+        }
+    }
+}
+
+// Columns pass for the output rows [first, last) of all frames (b * out_h + i): S over the taps, whole rows at a
+// time (vectorisable), then S < 0 ? 0 : min((S + 2^27) >> 28, m).
+template <class Code>
+void resize_cols(const int64_t* across, Code* out, int h, int out_h, int out_w, int taps, const int64_t* index,
+                 const int64_t* weight, int m, int first, int last)
+{
+    std::vector<int64_t> acc(out_w);
+    for (int row = first; row < last; ++row) {
+        const int b = row / out_h, i = row % out_h;
+        std::fill(acc.begin(), acc.end(), 0);
+        for (int t = 0; t < taps; ++t) {
+            const int64_t w = weight[(int64_t)i * taps + t];
+            const int64_t* in = across + ((int64_t)b * h + index[(int64_t)i * taps + t]) * out_w;
+            for (int j = 0; j < out_w; ++j)
+                acc[j] += w * in[j];
+        }
+        Code* o = out + (int64_t)row * out_w;
+        for (int j = 0; j < out_w; ++j) {
+            const int64_t code = acc[j] < 0 ? 0 : (acc[j] + (1ll << 27)) >> 28;
+            o[j] = (Code)(code > m ? m : code);
+        }
+    }
+}
+
 }  // namespace
+
+// Resize, rows pass (resize.cu's resize_rows): src (n, h, w) codes of code_bytes 1 or 2 with element strides;
+// across (n, h, out_w) int64, contiguous; index/weight (out_w, taps) int64. Returns 0, or -1 for arguments it
+// does not take.
+extern "C" int vsr_cpu_resize_rows(int code_bytes, const void* src, void* across, int n, int h, int out_w, int taps,
+                                   const void* index, const void* weight, int64_t sn, int64_t sh, int64_t sw,
+                                   int threads)
+{
+    if ((code_bytes != 1 && code_bytes != 2) || n < 0 || h < 0 || out_w < 0 || taps < 1)
+        return -1;
+    if (n * h == 0 || out_w == 0)
+        return 0;
+    const auto* ix = static_cast<const int64_t*>(index);
+    const auto* wx = static_cast<const int64_t*>(weight);
+    auto* acc = static_cast<int64_t*>(across);
+    parallel(n * h, threads, [&](int first, int last) {
+        if (code_bytes == 1)
+            resize_rows(static_cast<const uint8_t*>(src), acc, h, out_w, taps, ix, wx, sn, sh, sw, first, last);
+        else
+            resize_rows(static_cast<const uint16_t*>(src), acc, h, out_w, taps, ix, wx, sn, sh, sw, first, last);
+    });
+    return 0;
+}
+
+// Resize, columns pass (resize.cu's resize_cols): out (n, out_h, out_w) contiguous codes.
+extern "C" int vsr_cpu_resize_cols(int code_bytes, const void* across, void* out, int n, int h, int out_h, int out_w,
+                                   int taps, const void* index, const void* weight, int m, int threads)
+{
+    if ((code_bytes != 1 && code_bytes != 2) || n < 0 || h < 1 || out_h < 0 || out_w < 0 || taps < 1)
+        return -1;
+    if (n * out_h == 0 || out_w == 0)
+        return 0;
+    const auto* iy = static_cast<const int64_t*>(index);
+    const auto* wy = static_cast<const int64_t*>(weight);
+    const auto* acc = static_cast<const int64_t*>(across);
+    parallel(n * out_h, threads, [&](int first, int last) {
+        if (code_bytes == 1)
+            resize_cols(acc, static_cast<uint8_t*>(out), h, out_h, out_w, taps, iy, wy, m, first, last);
+        else
+            resize_cols(acc, static_cast<uint16_t*>(out), h, out_h, out_w, taps, iy, wy, m, first, last);
+    });
+    return 0;
+}
 
 // One output plane. kind: residual storage 0 = float32, 1 = float16, 2 = bfloat16; code_bytes: 1 or 2.
 // Strides are in elements. Returns 0, or -1 for arguments it does not take.

@@ -1,7 +1,7 @@
 """Compiled CPU kernels for the packed-layout ops (``backend="cpu"``), built on first use.
 
-``cpu_kernels.cpp`` holds :func:`kernels.reference.pack` and the upsampler's unpack
-(:func:`kernels.reference.unpack_upscale`) written for a CPU: row by row, vectorisable, split over
+``cpu_kernels.cpp`` holds :func:`kernels.reference.pack`, the upsampler's unpack
+(:func:`kernels.reference.unpack_upscale`) and :func:`kernels.reference.resize` written for a CPU: row by row, vectorisable, split over
 OpenMP threads (torch's own: the library binds to the libgomp torch has loaded), with the twins' arithmetic operation for operation (no FMA, IEEE division, round half to even), so its output is bit-identical to the twin's
 (tests/kernels/test_cpu_ops.py). It is compiled with the system C++ compiler (``$CXX`` or ``g++``)
 for this CPU (``-march=native``) the first time a process needs it, and cached by a hash of the
@@ -12,7 +12,7 @@ GIL while it runs.
 No compiler, a failed build, or ``VSR_CPU_KERNELS=0`` in the environment: :func:`load` raises
 :class:`BackendUnavailable` saying why, and ``backend="auto"`` runs the torch twin instead.
 Validation and output allocation are the CUDA kernels' planners' (:func:`kernels.cupy_ops.plan_pack`,
-:func:`~kernels.cupy_ops.plan_unpack_upscale`), so all three paths accept and refuse the same inputs with the same messages.
+:func:`~kernels.cupy_ops.plan_unpack_upscale`, :func:`~kernels.cupy_ops.plan_resize`), so all three paths accept and refuse the same inputs with the same messages.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ _KIND = {"f32": 0, "f16": 1, "bf16": 2}
 _UPSCALE_ARGS = ([ctypes.c_int] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 9 + [ctypes.c_int64] * 7
                  + [ctypes.c_int])
 _PACK_ARGS = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 9 + [ctypes.c_int64] * 9 + [ctypes.c_int]
+_ROWS_ARGS = [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+_COLS_ARGS = [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
 
 
 def cache_dir() -> Path:
@@ -101,7 +103,8 @@ def build(source_text: str, *, cache: Path | None = None) -> ctypes.CDLL:
         lib = ctypes.CDLL(str(lib_path))
     except OSError as err:  # e.g. a cache on a noexec mount
         raise BackendUnavailable(f"cannot load {lib_path}: {err}") from err
-    for name, argtypes in (("vsr_cpu_upscale_plane", _UPSCALE_ARGS), ("vsr_cpu_pack", _PACK_ARGS)):
+    for name, argtypes in (("vsr_cpu_upscale_plane", _UPSCALE_ARGS), ("vsr_cpu_pack", _PACK_ARGS),
+                           ("vsr_cpu_resize_rows", _ROWS_ARGS), ("vsr_cpu_resize_cols", _COLS_ARGS)):
         getattr(lib, name).argtypes = argtypes
         getattr(lib, name).restype = ctypes.c_int
     return lib
@@ -173,4 +176,29 @@ def unpack_upscale(residual: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: 
                                        int(cell), int(c0), int(m), *(int(x) for x in strides), _threads(threads))
         if rc:
             raise RuntimeError(f"vsr_cpu_upscale_plane refused its arguments ({launch.name})")
+    return planes
+
+
+def resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str, bits: int,
+           threads: int | None = None, lib: ctypes.CDLL | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`kernels.reference.resize` on CPU tensors, bit-identical: the CUDA kernel's plan (two passes a
+    plane through an int64 scratch tensor) run by the compiled rows and columns passes."""
+    lib = lib or load()
+    planes, launches = cupy_ops.plan_resize(y, u, v, height=height, width=width, kernel=kernel, bits=bits)
+    _cpu_only(y)
+    for launch in launches:
+        code = 1 if launch.name.endswith("_u8") else 2
+        if launch.name.startswith("resize_rows"):
+            src, across, n, h, out_w, taps, index, weight, *strides = launch.args
+            rc = lib.vsr_cpu_resize_rows(code, src.data_ptr(), across.data_ptr(), int(n), int(h), int(out_w),
+                                         int(taps), index.data_ptr(), weight.data_ptr(), *(int(s) for s in strides),
+                                         _threads(threads))
+        else:
+            across, out, n, h, out_h, out_w, taps, index, weight, m = launch.args
+            rc = lib.vsr_cpu_resize_cols(code, across.data_ptr(), out.data_ptr(), int(n), int(h), int(out_h),
+                                         int(out_w), int(taps), index.data_ptr(), weight.data_ptr(), int(m),
+                                         _threads(threads))
+        if rc:
+            raise RuntimeError(f"{launch.name} (CPU) refused its arguments")
     return planes

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import kernels
-from kernels import cupy_ops, reference
+from kernels import cpu_ops, cupy_ops, reference
 from tests.conftest import random_planes
 from tests.kernels.emulation import emulator
 from tests.kernels.parity import assert_identical
@@ -131,3 +131,32 @@ def test_fused_resize_refuses_planes_of_another_depth():
     y, u, v = random_planes(1, 8, 8, 10)  # uint16 planes said to hold 8-bit codes
     with pytest.raises(cupy_ops.Unsupported, match="uint8"):
         cupy_ops.plan_resize(y, u, v, height=4, width=4, kernel="bicubic", bits=8)
+
+
+# ---- the compiled CPU kernel (kernels/cpu_kernels.cpp) ---------------------------------------------
+
+needs_cpu_kernels = pytest.mark.skipif(not cpu_ops.available(), reason="the compiled CPU kernels cannot be built here")
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("kernel", ["bicubic", "lanczos"])
+@pytest.mark.parametrize("bits", [8, 10, 16])
+@pytest.mark.parametrize("h,w,out_h,out_w", CASES)
+def test_cpu_kernel_matches_twin(kernel, bits, h, w, out_h, out_w):
+    planes = random_planes(2, h, w, bits, seed=h * 3 + w)
+    want = reference.resize(*planes, height=out_h, width=out_w, kernel=kernel, bits=bits)
+    for threads in (1, 2, 5):
+        got = cpu_ops.resize(*planes, height=out_h, width=out_w, kernel=kernel, bits=bits, threads=threads)
+        assert_identical(got, want)
+
+
+@needs_cpu_kernels
+def test_cpu_kernel_takes_strided_planes_and_auto_picks_it(monkeypatch):
+    y, u, v = random_planes(2, 40, 58, 10, seed=9)
+    y = y.transpose(1, 2).contiguous().transpose(1, 2)
+    want = reference.resize(y, u, v, height=27, width=39, kernel="lanczos", bits=10)
+    assert_identical(cpu_ops.resize(y, u, v, height=27, width=39, kernel="lanczos", bits=10), want)
+    calls = []
+    monkeypatch.setattr(cpu_ops, "resize", lambda *a, **k: calls.append(1) or want)
+    kernels.resize(y, u, v, height=27, width=39, kernel="lanczos", bits=10)
+    assert calls == [1]
