@@ -15,7 +15,8 @@
 # runtimes and precisions, one frame per call against four, the transcode with x264 medium and
 # veryfast, the probe cost on the 30 s clip; the *_unfused reports were this step run at be8aa2b, before
 # the fused CPU path, and are not reproduced by this code); lossless (the lossless pairs runs/pair-ll*,
-# skipped when absent).
+# skipped when absent); three-way (the 2/3 layer and auto among three sizes on the 1080p clips with x264
+# and x265 and on the natural clips, reusing the reports of rd1080, rd1080-x265 and auto).
 #
 # Environment:
 #   VSR_DATA    data root (default ../shared/data)
@@ -163,6 +164,14 @@ if has perceptual; then  # x2-perceptual against x2-default in the sr pipeline, 
         --vmaf-model version=vmaf_v0.6.1neg "${NEG_REUSE[@]}" --name rd_1080p_libx264_neg
     rd "${HD[@]}" --codec libx264 --pipelines native,sr --model x2-perceptual --dtype fp32 \
         --vmaf-model version=vmaf_v0.6.1neg --reuse "$OUT/rd_1080p_libx264_neg.json" --name rd_1080p_libx264_perceptual_neg
+fi
+if has three-way; then  # the 2/3 layer (vsr23) and auto among three sizes, as vsr-transcode decides (#10)
+    rd "${HD[@]}" --codec libx264 --pipelines native,vsr,vsr23,auto --dtype bf16 \
+        --reuse "$OUT/rd_1080p_libx264.json" --name rd_1080p_libx264_three_way
+    rd "${HD[@]}" --codec libx265 --pipelines native,vsr,vsr23,auto \
+        --reuse "$OUT/rd_1080p_libx265.json" --name rd_1080p_libx265_three_way
+    rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,vsr23,auto \
+        --reuse "$OUT/rd_video_libx264_perceptual_auto.json" --name rd_video_libx264_three_way
 fi
 if has speed; then
     run "$BENCH" speed --out "$OUT"

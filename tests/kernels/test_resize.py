@@ -160,3 +160,19 @@ def test_cpu_kernel_takes_strided_planes_and_auto_picks_it(monkeypatch):
     monkeypatch.setattr(cpu_ops, "resize", lambda *a, **k: calls.append(1) or want)
     kernels.resize(y, u, v, height=27, width=39, kernel="lanczos", bits=10)
     assert calls == [1]
+
+
+# ---- on a real GPU (skipped without a CUDA GPU and cupy) -------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not cupy_ops.available(), reason="needs cupy (pip install cupy-cuda13x)")
+@pytest.mark.parametrize("kernel", ["bicubic", "lanczos"])
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("h,w,out_h,out_w", CASES + [(1440, 2560, 1080, 1920), (1080, 1920, 720, 1280)])
+def test_fused_kernel_on_cuda_matches_twin(kernel, bits, h, w, out_h, out_w):
+    planes = random_planes(2, h, w, bits, seed=h + 7 * w)
+    want = reference.resize(*planes, height=out_h, width=out_w, kernel=kernel, bits=bits)
+    got = kernels.resize(*(p.cuda() for p in planes), height=out_h, width=out_w, kernel=kernel, bits=bits,
+                         backend="cupy")
+    assert_identical(got, want)
