@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
     p.add_argument("--report", action="store_true",
                    help="measure the round trip on INPUT (bitrate, PSNR-Y, SSIM-Y, VMAF) beside a native encode at "
-                        "the same bitrate and the bicubic 2x pipeline; prints a table, writes no video")
+                        "the same bitrate and the bicubic 2x pipeline; prints a table, writes no video (the 2x layer; "
+                        "with --resolution two-thirds, the 2/3 layer)")
     p.add_argument("--frames", type=int, default=None,
                    help="use the first N frames only (with the audio and subtitles up to them)")
     p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
@@ -298,12 +299,16 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.upscale:
         raise ValueError("--report measures the encoder side's round trip; it does not combine with --upscale")
+    if args.resolution == "full":
+        raise ValueError("--report measures a layer against the native encode; --resolution full has no layer "
+                         "(give half or two-thirds; auto reports the 2x layer)")
     if bool(args.down_model) != bool(args.up_model):
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
     down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
     up = str(resolve_weights(args.up_model or pair_names(args.pair)[1]))
     opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
                          bitrate=parse_bitrate(args.bitrate), preset=args.preset, tune=args.tune, frames=args.frames,
+                         layer="two-thirds" if args.resolution == "two-thirds" else "half",
                          engine={"device": args.device, "dtype": args.dtype, "batch": args.batch,
                                  "runtime": args.runtime})
     md, data = run_report(args.input, opts, quiet=args.quiet)

@@ -1,7 +1,8 @@
 """``vsr-transcode --report in.mp4``: what the enhancement layer gains on this very clip.
 
-Runs the full round trip — the pair's 2x down, base codec, decode, upsample — and, beside it, a
-native full-resolution encode at the same bitrate (the CRF found by a short search on log-rate,
+Runs the full round trip — the pair's 2x down (or, with ``--resolution two-thirds``, the 2/3 layer's
+Lanczos-3 reduction), base codec, decode, upsample — and, beside it, a native full-resolution encode
+at the same bitrate (the CRF found by a short search on log-rate,
 or both encoded at ``--bitrate``) and the conventional bicubic 2x pipeline at the base layer's
 setting. Quality against the input: PSNR-Y, SSIM-Y and VMAF, measured exactly as ``vsr-bench rd``
 measures them (:class:`vsr_plugin.measure.ladder.LadderRunner`).
@@ -15,16 +16,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .measure.ladder import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, vsr
+from .measure.ladder import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, two_thirds, vsr
 from .measure.markdown import markdown_table
 from .measure.video import read_clip, remove
 from .media import CRF_RANGE, DEFAULT_CRF
+from .resolution import layer_crf_offset
 
 # Calibrated in docs/benchmarks.md: at equal CRF a 2x-reduced encode costs ~0.28x the bits, and
 # x264/x265 double the rate about every 6 CRF steps, so equal bitrate is ~9 CRF steps higher at
 # full resolution. The search starts there and corrects by 6 steps per doubling.
 CRF_OFFSET_FULL = 9.0
 CRF_PER_DOUBLING = 6.0
+LAYERS = {"half": "vsr (pair: 2x down + upsampler)",
+          "two-thirds": "vsr (2/3 layer: Lanczos-3 down + upsampler x2 + reduction)"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +41,7 @@ class ReportOptions:
     preset: str | None = None
     tune: str | None = None
     frames: int | None = None
+    layer: str = "half"          # or "two-thirds"
     tolerance: float = 0.03      # relative bitrate mismatch accepted for the native encode
     max_probes: int = 6
     engine: dict | None = None
@@ -47,6 +52,8 @@ class ReportOptions:
                              f"got {self.codec!r}")
         if self.crf is not None and self.bitrate is not None:
             raise ValueError("give either --crf or --bitrate, not both")
+        if self.layer not in LAYERS:
+            raise ValueError(f"--report measures a layer ({', '.join(LAYERS)}), got {self.layer!r}")
 
 
 def _match_native_crf(runner: LadderRunner, base_path: Path, target_kbps: float, start: float, opts: ReportOptions,
@@ -96,8 +103,11 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     opts = ReportOptions(**{**opts.__dict__, "preset": preset})
     clip = read_clip(path, max_frames=opts.frames)
     engine = opts.engine or {}
-    pipes = {"vsr": vsr(opts.down_model, opts.up_model, engine), "native": native(),
-             "bicubic": conventional("bicubic")}
+    layer = two_thirds(opts.up_model, engine) if opts.layer == "two-thirds" else vsr(opts.down_model, opts.up_model,
+                                                                                      engine)
+    pipes = {"vsr": layer, "native": native(), "bicubic": conventional("bicubic")}
+    # where the native CRF search starts: the CRF steps between the layer and native at equal rate
+    offset = CRF_OFFSET_FULL if opts.layer == "half" else layer_crf_offset(opts.codec, "two-thirds")
     base_crf = opts.crf if opts.crf is not None else (None if opts.bitrate else DEFAULT_CRF[opts.codec])
     config = LadderConfig(codec=opts.codec, preset=preset, tune=opts.tune)
     half = config.options(crf=base_crf, bitrate=opts.bitrate)
@@ -106,7 +116,8 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     with tempfile.TemporaryDirectory(prefix="vsr-report-") as tmp:
         runner = LadderRunner(clip, config, Path(tmp))
         for name in ("vsr", "bicubic"):
-            say(f"{name}: 2x down, {opts.codec} {'crf %g' % base_crf if base_crf is not None else 'abr'}, up")
+            down = "2/3 down" if name == "vsr" and opts.layer == "two-thirds" else "2x down"
+            say(f"{name}: {down}, {opts.codec} {'crf %g' % base_crf if base_crf is not None else 'abr'}, up")
             base_path, size, _ = runner.prepare(pipes[name])
             points[name] = runner.point(pipes[name], half, base_path, size)
             remove(base_path)
@@ -115,13 +126,13 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         if opts.bitrate is not None:
             full = config.options(bitrate=opts.bitrate)
         else:
-            crf, probes = _match_native_crf(runner, base_path, target, base_crf + CRF_OFFSET_FULL, opts, say)
+            crf, probes = _match_native_crf(runner, base_path, target, base_crf + offset, opts, say)
             full = config.options(crf=crf)
         points["native"] = runner.point(pipes["native"], full, base_path, size)
         remove(base_path)
 
     rows = []
-    for name, label in (("vsr", "vsr (pair: 2x down + upsampler)"), ("native", "native (full resolution)"),
+    for name, label in (("vsr", LAYERS[opts.layer]), ("native", "native (full resolution)"),
                         ("bicubic", "bicubic 2x down + bicubic up")):
         p = points[name]
         setting = f"CRF {p['crf']:g}" if p["crf"] is not None else f"target {p['target_bitrate'] / 1000:g} kbps"
@@ -131,6 +142,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
           f"{opts.codec} preset {preset}{f', tune {opts.tune}' if opts.tune else ''}\n\n"
           + markdown_table(["pipeline", "setting", "kbps", "PSNR-Y", "SSIM-Y", "VMAF"], rows) + "\n" + verdict + "\n")
     data = {"input": str(path), "codec": opts.codec, "preset": preset, "tune": opts.tune, "frames": len(clip.frames),
+            "layer": opts.layer,
             "points": {k: {kk: vv for kk, vv in p.items() if kk != "per_frame"} for k, p in points.items()},
             "native_crf_probes": probes}
     return md, data

@@ -245,3 +245,21 @@ def test_x265_is_refused_for_pictures_it_corrupts_memory_on(tmp_path, tiny_pair,
     assert main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "--resolution", "two-thirds",
                  "--codec", "libx265", "-q"]) == 0
     assert read_back(out)["width"] == 64
+
+
+def test_report_measures_the_two_thirds_layer_when_asked(tmp_path, tiny_pair, capsys):
+    import json
+
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=6, audio=False)
+    down, up, _ = tiny_pair
+    out = tmp_path / "r.json"
+    assert main(["--report", str(src), "--down-model", down, "--up-model", up, "--crf", "26", "--preset", "fast",
+                 "--resolution", "two-thirds", "--report-json", str(out), "-q"]) == 0
+    table = capsys.readouterr().out
+    assert "| vsr (2/3 layer: Lanczos-3 down + upsampler x2 + reduction) | CRF 26 |" in table
+    data = json.loads(out.read_text())
+    v, n = data["points"]["vsr"], data["points"]["native"]
+    assert data["layer"] == "two-thirds" and (v["base_width"], v["base_height"]) == (64, 42)
+    assert abs(n["kbps"] / v["kbps"] - 1) < 0.25 and data["points"]["bicubic"]["base_width"] == 48
+    assert main(["--report", str(src), "--resolution", "full", "-q"]) == 2
+    assert "--resolution full has no layer" in capsys.readouterr().err
