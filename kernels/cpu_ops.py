@@ -41,7 +41,8 @@ _KIND = {"f32": 0, "f16": 1, "bf16": 2}
 _UPSCALE_ARGS = ([ctypes.c_int] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_int] * 9 + [ctypes.c_int64] * 7
                  + [ctypes.c_int])
 _PACK_ARGS = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 9 + [ctypes.c_int64] * 9 + [ctypes.c_int]
-_ROWS_ARGS = [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+_ROWS_ARGS = ([ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 4 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3
+              + [ctypes.c_int])
 _COLS_ARGS = [ctypes.c_int] + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 5 + [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2
 
 

@@ -3,8 +3,8 @@ whichever looks best at the same rate on probe encodes of samples of the clip.
 
 A reduced layer wins below a crossover rate and loses above it, and the crossover moves with content
 (docs/results: 0.3–1.2 Mbit/s for the 2x layer on 1080p clips); the 2/3 layer sits between the two,
-winning at the middle rates where neither extreme does. Per-title encoding ladders choose the resolution per
-clip from trial encodes (the convex hull of the rate–quality curves); this module does that for
+winning at the middle rates where neither extreme does. Per-title encoding ladders choose the
+resolution per clip from trial encodes (the convex hull of the rate–quality curves); this module does that for
 one clip at the user's rate, with the models the clip would be coded with:
 
 * **Probes**: a few short segments spread over the clip (:func:`probe_segments`), decoded into one
@@ -66,9 +66,9 @@ WHOLE_CLIP_SHARE = 0.5
 FULL_CRF_STEP = 4.0          # the second full-resolution probe, this many CRF steps above the first
 FIRST_GUESS_CRF = {"libx264": 26.0, "libx265": 28.0, "libsvtav1": 40.0}  # --bitrate: where the search starts
 KEYINT_SECONDS = {"libsvtav1": 5.0}  # the encoders' default keyframe interval: x264/x265 250 frames, SVT-AV1 ~5 s
-# The lead a reduced layer needs on the probes to be chosen (calibrated on the 2x layer). A tie costs little either way and the
-# full-resolution file needs no upsampler. Before the lead-out the probes leaned the 2x layer's way
-# (a near-tie called for half on urban 1080p, x264 CRF 32: +0.11 on the probes, 1.8 VMAF below native;
+# The lead a reduced layer needs on the probes to be chosen (calibrated on the 2x layer). A tie costs
+# little either way and the full-resolution file needs no upsampler. Before the lead-out the probes
+# leaned the 2x layer's way (a near-tie called for half on urban 1080p, x264 CRF 32: +0.11 on the probes, 1.8 VMAF below native;
 # 0.5 was the lead then); with it that probe reads -1.51 against a true -1.50, and the probe margins
 # within 0.5 of zero on the 1080p and natural rd clips were within 0.8 VMAF of the truth, off either way
 # (bikes, CRF 28: +0.41 on the probes, +1.2 true; docs/benchmarks.md).
@@ -190,8 +190,8 @@ class Decision:
         if self.choice == "full" and self.margin > 0:
             short = f", short of the {LAYER_LEAD[self.metric]:.2f} lead it needs"
         others = ", ".join(f"{e.name} {e.quality:.2f}" for e in self.layers)
-        return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, full {self.full_quality:.2f}, "
-                f"{others} {unit} ({self.best.name} {self.margin:+.2f}{short}); "
+        return (f"resolution auto: {side} — at {self.target_kbps:.0f} kbps on the probes, "
+                f"full {self.full_quality:.2f}, {others} {unit} ({self.best.name} {self.margin:+.2f}{short}); "
                 f"{self.sample}, {self.encodes} probe encodes in {self.probe_s:.1f} s")
 
     @property

@@ -1,9 +1,9 @@
 """Whole-file and pipe jobs: media input -> engine -> media output, concurrently.
 
 2x upscaling (file and pipe), the encoder side's reductions (the learned 2x one, file and pipe; the
-2/3 layer's Lanczos-3 one; each into a ``.vsr.mkv``) and the decoder side's restoration. Thin orchestration over :mod:`media`, :mod:`pipeline` and
-:mod:`engine`: each job is a :class:`Plan` (output stream, frames function) run by one file or
-pipe runner. The CLI and the benchmarks call these functions.
+2/3 layer's Lanczos-3 one; each into a ``.vsr.mkv``) and the decoder side's restoration. Thin
+orchestration over :mod:`media`, :mod:`pipeline` and :mod:`engine`: each job is a :class:`Plan`
+(output stream, frames function) run by one file or pipe runner. The CLI and the benchmarks call these functions.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 from kernels import downscale_shapes
 
 from .atomic import atomic_output
-from .baselayer import (RESOLUTIONS, SUFFIX, BaseLayerTags, base_size, default_base_output, default_restored_output, is_base_layer,
-                        parse_tags, resolve_upsampler, tags_for)
+from .baselayer import (RESOLUTIONS, SUFFIX, BaseLayerTags, base_size, default_base_output, default_restored_output,
+                        is_base_layer, parse_tags, resolve_upsampler, tags_for)
 from .engine import Downscaler, Resizer, Upscaler
 from .media import (PIPE_IN, PIPE_OUT, EncodeOptions, MediaError, RatePass, StreamInfo, TimedFrame, VideoInput,
                     VideoOutput, Y4MOutput, notice, reach_bitrate, remux, stream_info)
@@ -408,7 +408,8 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
                        search: tuple[Path, ...] = (), frames: int | None = None) -> TranscodeResult:
     """Decoder side: a tagged base layer, decoded and upsampled with the upsampler its tags name
     (looked up by content hash among the shipped weights and ``search`` folders), cropped to the
-    original size (a 2x layer) or reduced to it (a 2/3 layer: antialiased bicubic after the x2). A full-resolution layer is copied unchanged (:func:`copy_full_layer`) unless it
+    original size (a 2x layer) or reduced to it (a 2/3 layer: antialiased bicubic after the x2). A
+    full-resolution layer is copied unchanged (:func:`copy_full_layer`) unless it
     must be cropped (an odd original size) or cut (``frames``)."""
     dst = Path(dst) if dst else default_restored_output(src)
     with VideoInput(src) as inp:

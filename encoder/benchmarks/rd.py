@@ -5,7 +5,8 @@ For every clip and pipeline, a CRF ladder of real encodes::
     original (decoded, 4:2:0) ──┬─ native ─────────────────────────── encode ─ decode ───────────────┐
                                 ├─ bicubic / lanczos: 2x down (PIL) ─ encode ─ decode ─ 2x up (PIL) ─┤
                                 ├─ sr:  bicubic 2x down ───────────── encode ─ decode ─ vsr upsampler ┤
-                                └─ vsr: learned 2x down ───────────── encode ─ decode ─ vsr upsampler ┘
+                                ├─ vsr: learned 2x down ───────────── encode ─ decode ─ vsr upsampler ┤
+                                └─ vsr23: Lanczos-3 to 2/3 ────────── encode ─ decode ─ x2, reduce ───┘
                                                                         compared with the original, at its size
 
 Encoding runs in a fresh process of the bundled ffmpeg for every point (bit-exact from run to run,
@@ -66,6 +67,17 @@ def _shipped(kind: str, prefer: str = "default") -> str | None:
     return names[0] if names else None
 
 
+def _vsr_models(down_model: str | None, vsr_up_model: str | None, up_model: str | None
+                ) -> tuple[str | None, str | None]:
+    """The vsr pipeline's downsampler and upsampler: the product's default pair (what vsr-transcode
+    uses), else any shipped downsampler with its paired upsampler; either may be None."""
+    default_down, default_up = pair_names(DEFAULT_PAIR)
+    down = down_model or _shipped("downsampler", prefer=default_down)
+    up = (vsr_up_model or (default_up if down == default_down else None)
+          or (paired_upsampler(down) if down else None) or up_model)
+    return down, up
+
+
 def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str | None, vsr_up_model: str | None,
                     engine_options: dict) -> tuple[list[Pipeline], dict[str, str]]:
     """The requested pipelines that can run, and a note for each one that cannot."""
@@ -82,11 +94,7 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
             else:
                 pipes.append(sr(up_model, engine_options))
         elif name == "vsr":
-            # the product's default pair (what vsr-transcode uses), else any shipped downsampler
-            default_down, default_up = pair_names(DEFAULT_PAIR)
-            down = down_model or _shipped("downsampler", prefer=default_down)
-            up = (vsr_up_model or (default_up if down == default_down else None)
-                  or (paired_upsampler(down) if down else None) or up_model)
+            down, up = _vsr_models(down_model, vsr_up_model, up_model)
             if down is None:
                 skipped[name] = ("no learned downsampler is available yet (none shipped in vsr_plugin/weights); "
                                  "pass --down-model PATH (and --vsr-up-model PATH for its jointly trained upsampler)")
@@ -94,10 +102,12 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
                 skipped[name] = "no upsampler for the learned base layer; pass --vsr-up-model PATH"
             else:
                 pipes.append(vsr(down, up, engine_options))
-        elif name == "vsr23":
-            # the 2/3 layer vsr-transcode makes, restored by the default pair's upsampler
-            up = vsr_up_model or pair_names(DEFAULT_PAIR)[1]
-            pipes.append(two_thirds(up, engine_options))
+        elif name == "vsr23":  # the 2/3 layer vsr-transcode makes, restored by the vsr pipeline's upsampler
+            up = _vsr_models(down_model, vsr_up_model, up_model)[1]
+            if up is None:
+                skipped[name] = "no upsampler for the 2/3 layer; pass --vsr-up-model PATH"
+            else:
+                pipes.append(two_thirds(up, engine_options))
         elif name == "auto":
             if not {"native", "vsr"} <= set(names):
                 raise ValueError("the auto pipeline chooses between native and the layers: list native and vsr "
@@ -175,7 +185,8 @@ def curve_at(pts: list[tuple[float, float]], kbps: float) -> tuple[float, bool]:
 
 
 def auto_check(points: list[dict], metric: str) -> list[dict]:
-    """Each ``auto`` point against the best of ``native``, ``vsr`` (and ``vsr23``, where measured) at the same rate.
+    """Each ``auto`` point against the best of ``native``, ``vsr`` (and ``vsr23``, where measured) at the
+    same rate.
 
     The side auto chose is measured there: an auto point *is* that pipeline's encode at that rate (the
     native point at its CRF, or the vsr pipeline run at the CRF the decision found, see
@@ -551,8 +562,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("rd", help="video rate–distortion: CRF ladders, BD-rate and VMAF against native and bicubic",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Rate–distortion curves of native, bicubic, lanczos, sr and vsr pipelines (and "
-                                   "the 2/3 layer vsr23 and auto, on request) over CRF ladders, with PSNR-Y, SSIM-Y, PSNR-YUV, VMAF, "
-                                   "BD-rate and crossovers.")
+                                   "the 2/3 layer vsr23 and auto, on request) over CRF ladders, with PSNR-Y, "
+                                   "SSIM-Y, PSNR-YUV, VMAF, BD-rate and crossovers.")
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video files (y4m, mp4, mkv, ...)")
     p.add_argument("--codec", default="libx264", choices=list(RD_CODECS))
     p.add_argument("--preset", default=None, help="encoder preset (default: x264/x265 medium, SVT-AV1 8)")

@@ -120,7 +120,8 @@ def sr(model: str, engine_options: dict) -> Pipeline:
 
 
 def two_thirds(up_model: str, engine_options: dict) -> Pipeline:
-    """The 2/3 layer as ``vsr-transcode`` makes and restores it (:func:`vsr_plugin.transcode.encode_two_thirds_layer`)."""
+    """The 2/3 layer as ``vsr-transcode`` makes and restores it
+    (:func:`vsr_plugin.transcode.encode_two_thirds_layer`)."""
     from ..engine import Resizer, Upscaler
 
     engine = Upscaler(up_model, **engine_options)
