@@ -3,8 +3,8 @@
 Runs the full round trip — the pair's 2x down (or, with ``--resolution two-thirds``, the 2/3 layer's
 Lanczos-3 reduction), base codec, decode, upsample — and, beside it, a native full-resolution encode
 at the same bitrate (the CRF found by a short search on log-rate,
-or both encoded at ``--bitrate``) and the conventional bicubic 2x pipeline at the base layer's
-setting. Quality against the input: PSNR-Y, SSIM-Y and VMAF, measured exactly as ``vsr-bench rd``
+or both encoded at ``--bitrate``) and a conventional pipeline at the base layer's setting (bicubic
+2x; for the 2/3 layer, its own base layer restored by Lanczos-3). Quality against the input: PSNR-Y, SSIM-Y and VMAF, measured exactly as ``vsr-bench rd``
 measures them (:class:`vsr_plugin.measure.ladder.LadderRunner`).
 """
 
@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .measure.ladder import DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional, native, two_thirds, vsr
+from .measure.ladder import (DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner, conventional,
+                             conventional_two_thirds, native, two_thirds, vsr)
 from .measure.markdown import markdown_table
 from .measure.video import read_clip, remove
 from .media import CRF_RANGE, DEFAULT_CRF
@@ -29,6 +30,8 @@ CRF_OFFSET_FULL = 9.0
 CRF_PER_DOUBLING = 6.0
 LAYERS = {"half": "vsr (pair: 2x down + upsampler)",
           "two-thirds": "vsr (2/3 layer: Lanczos-3 down + upsampler x2 + reduction)"}
+LABELS = {"native": "native (full resolution)", "bicubic": "bicubic 2x down + bicubic up",
+          "lanczos23": "Lanczos-3 2/3 down + Lanczos-3 up (the same base layer)"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,9 +106,11 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     opts = ReportOptions(**{**opts.__dict__, "preset": preset})
     clip = read_clip(path, max_frames=opts.frames)
     engine = opts.engine or {}
-    layer = two_thirds(opts.up_model, engine) if opts.layer == "two-thirds" else vsr(opts.down_model, opts.up_model,
-                                                                                      engine)
-    pipes = {"vsr": layer, "native": native(), "bicubic": conventional("bicubic")}
+    if opts.layer == "two-thirds":  # beside it, its own base layer restored conventionally (the same encode)
+        layer, plain = two_thirds(opts.up_model, engine), conventional_two_thirds()
+    else:
+        layer, plain = vsr(opts.down_model, opts.up_model, engine), conventional("bicubic")
+    pipes = {"vsr": layer, "native": native(), plain.name: plain}
     # where the native CRF search starts: the CRF steps between the layer and native at equal rate
     offset = CRF_OFFSET_FULL if opts.layer == "half" else layer_crf_offset(opts.codec, "two-thirds")
     base_crf = opts.crf if opts.crf is not None else (None if opts.bitrate else DEFAULT_CRF[opts.codec])
@@ -115,8 +120,8 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
     probes: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="vsr-report-") as tmp:
         runner = LadderRunner(clip, config, Path(tmp))
-        for name in ("vsr", "bicubic"):
-            down = "2/3 down" if name == "vsr" and opts.layer == "two-thirds" else "2x down"
+        for name in ("vsr", plain.name):
+            down = "2/3 down" if opts.layer == "two-thirds" else "2x down"
             say(f"{name}: {down}, {opts.codec} {'crf %g' % base_crf if base_crf is not None else 'abr'}, up")
             base_path, size, _ = runner.prepare(pipes[name])
             points[name] = runner.point(pipes[name], half, base_path, size)
@@ -132,8 +137,7 @@ def run_report(path: str, opts: ReportOptions, *, quiet: bool = False) -> tuple[
         remove(base_path)
 
     rows = []
-    for name, label in (("vsr", LAYERS[opts.layer]), ("native", "native (full resolution)"),
-                        ("bicubic", "bicubic 2x down + bicubic up")):
+    for name, label in (("vsr", LAYERS[opts.layer]), ("native", LABELS["native"]), (plain.name, LABELS[plain.name])):
         p = points[name]
         setting = f"CRF {p['crf']:g}" if p["crf"] is not None else f"target {p['target_bitrate'] / 1000:g} kbps"
         rows.append([label, setting, f"{p['kbps']:.1f}", f"{p['psnr_y']:.2f}", f"{p['ssim_y']:.4f}", f"{p['vmaf']:.2f}"])

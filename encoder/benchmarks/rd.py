@@ -6,7 +6,8 @@ For every clip and pipeline, a CRF ladder of real encodes::
                                 ├─ bicubic / lanczos: 2x down (PIL) ─ encode ─ decode ─ 2x up (PIL) ─┤
                                 ├─ sr:  bicubic 2x down ───────────── encode ─ decode ─ vsr upsampler ┤
                                 ├─ vsr: learned 2x down ───────────── encode ─ decode ─ vsr upsampler ┤
-                                └─ vsr23: Lanczos-3 to 2/3 ────────── encode ─ decode ─ x2, reduce ───┘
+                                ├─ vsr23: Lanczos-3 to 2/3 ────────── encode ─ decode ─ x2, reduce ───┤
+                                └─ lanczos23: Lanczos-3 to 2/3 ────── encode ─ decode ─ Lanczos-3 up ─┘
                                                                         compared with the original, at its size
 
 Encoding runs in a fresh process of the bundled ffmpeg for every point (bit-exact from run to run,
@@ -40,7 +41,8 @@ import numpy as np
 
 from vsr_plugin.measure import bdrate, metrics
 from vsr_plugin.measure.ladder import (DEFAULT_LADDERS, DEFAULT_PRESET, RD_CODECS, LadderConfig, LadderRunner,
-                                       Pipeline, conventional, native, sr, two_thirds, vsr)
+                                       Pipeline, conventional, conventional_two_thirds, native, sr, two_thirds,
+                                       vsr)
 from vsr_plugin.measure.markdown import markdown_table
 from vsr_plugin.measure.resample import half_size
 from vsr_plugin.measure.video import Clip, read_clip, remove
@@ -50,7 +52,7 @@ from vsr_plugin.models import DEFAULT_PAIR, pair_names, paired_upsampler, shippe
 
 from .report import machine, write_file, write_report
 
-PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr", "vsr23", "auto")
+PIPELINES = ("native", "bicubic", "lanczos", "sr", "vsr", "lanczos23", "vsr23", "auto")
 ANCHORS = ("native", "bicubic", "lanczos", "sr", "vsr")  # each compared with the pipelines after it
 BD_METRICS = ("psnr_y", "vmaf")
 PLOT_METRICS = ("psnr_y", "ssim_y", "psnr_yuv", "vmaf")
@@ -102,6 +104,8 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
                 skipped[name] = "no upsampler for the learned base layer; pass --vsr-up-model PATH"
             else:
                 pipes.append(vsr(down, up, engine_options))
+        elif name == "lanczos23":
+            pipes.append(conventional_two_thirds())
         elif name == "vsr23":  # the 2/3 layer vsr-transcode makes, restored by the vsr pipeline's upsampler
             up = _vsr_models(down_model, vsr_up_model, up_model)[1]
             if up is None:
@@ -572,8 +576,9 @@ def add_parser(sub) -> None:
                                                     "(default per codec, see docs/benchmarks.md)")
     p.add_argument("--crf-half", default=None, help="CRF ladder of half-resolution (base layer) encodes")
     p.add_argument("--crf-two-thirds", default=None, help="CRF ladder of the 2/3 layer (vsr23) encodes")
-    p.add_argument("--pipelines", default=",".join(n for n in PIPELINES if n not in ("vsr23", "auto")),
-                   help="comma-separated subset of " + ",".join(PIPELINES) + " (vsr23: the 2/3 layer; auto: probes "
+    p.add_argument("--pipelines", default=",".join(n for n in PIPELINES if n not in ("lanczos23", "vsr23", "auto")),
+                   help="comma-separated subset of " + ",".join(PIPELINES) + " (vsr23: the 2/3 layer; lanczos23: "
+                        "its base layer restored by Lanczos-3; auto: probes "
                         "at every point; with native and vsr, and vsr23 for the three-way choice, e.g. "
                         "native,vsr,vsr23,auto --reuse an earlier report)")
     p.add_argument("--frames", type=int, default=None, help="use the first N frames of each clip (default: all)")

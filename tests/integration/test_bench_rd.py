@@ -327,7 +327,8 @@ def test_rd_measures_the_two_thirds_layer_and_a_three_way_auto(tmp_path, tiny_pa
     down, up, _ = tiny_pair
     src = ffmpeg_clip(tmp_path / "in.mkv", size=(96, 64), frames=6, vcodec="ffv1", audio=False)
     out = tmp_path / "o"
-    assert main(["rd", str(src), "--pipelines", "native,vsr,vsr23,auto", "--down-model", down, "--vsr-up-model", up,
+    assert main(["rd", str(src), "--pipelines", "native,vsr,lanczos23,vsr23,auto", "--down-model", down,
+                 "--vsr-up-model", up,
                  "--device", "cpu", "--crf-full", "30,44", "--crf-half", "20,34", "--crf-two-thirds", "26,40",
                  "--auto-metric", "psnr", "--no-plots", "--no-lossless-check", "--quiet", "--out", str(out)]) == 0
     data = json.loads((out / "rd_libx264.json").read_text())
@@ -336,6 +337,8 @@ def test_rd_measures_the_two_thirds_layer_and_a_three_way_auto(tmp_path, tiny_pa
     points = data["clips"][0]["points"]
     layer = [p for p in points if p["pipeline"] == "vsr23"]
     assert [(p["crf"], p["base_width"], p["base_height"]) for p in layer] == [(26, 64, 42), (40, 64, 42)]
+    plain = [p for p in points if p["pipeline"] == "lanczos23"]  # its base layer restored by Lanczos-3 alone
+    assert [p["bytes"] for p in plain] == [p["bytes"] for p in layer]
     auto = [p for p in points if p["pipeline"] == "auto"]
     assert [p["full_crf"] for p in auto] == [30, 44]
     for p, check in zip(auto, data["clips"][0]["auto"]):
@@ -345,6 +348,6 @@ def test_rd_measures_the_two_thirds_layer_and_a_three_way_auto(tmp_path, tiny_pa
         assert check[side] == check["quality"] == p["psnr_y"] and {"native", "vsr", "vsr23"} <= set(check)
         if p["resolution"] == "two-thirds":
             assert p["crf"] == p["decision"]["layer_crf"] and p["base_width"] == 64
-    assert set(data["clips"][0]["bd"]["vmaf"]["vs vsr"]) == {"vsr23", "auto"}  # the 2/3 layer against the 2x one
+    assert set(data["clips"][0]["bd"]["vmaf"]["vs vsr"]) == {"lanczos23", "vsr23", "auto"}  # against the 2x layer
     md = (out / "rd_libx264.md").read_text()
     assert "| vsr23 there |" in md and "against the best of `native`, `vsr` and `vsr23`" in md

@@ -119,26 +119,45 @@ def sr(model: str, engine_options: dict) -> Pipeline:
                     models={"upsampler": name, "upsampler_weights": str(model), "upsampler_sha256": sha})
 
 
-def two_thirds(up_model: str, engine_options: dict) -> Pipeline:
-    """The 2/3 layer as ``vsr-transcode`` makes and restores it
-    (:func:`vsr_plugin.transcode.encode_two_thirds_layer`)."""
-    from ..engine import Resizer, Upscaler
+def _two_thirds_down(device: str) -> Callable[[Frames], Frames]:
+    """The 2/3 layer's reduction: Lanczos-3 (antialiased) to 2/3 of each side, rounded to even."""
+    from ..engine import Resizer
 
-    engine = Upscaler(up_model, **engine_options)
     scale = Fraction(3, 2)
-    device = engine_options.get("device", "auto")
 
     def down(frames: Frames) -> Frames:
         h, w = frames[0].height, frames[0].width
         return Resizer(base_size(h, scale), base_size(w, scale), kernel="lanczos", device=device).resize_frames(frames)
 
+    return down
+
+
+def two_thirds(up_model: str, engine_options: dict) -> Pipeline:
+    """The 2/3 layer as ``vsr-transcode`` makes and restores it
+    (:func:`vsr_plugin.transcode.encode_two_thirds_layer`)."""
+    from ..engine import Upscaler
+
+    engine = Upscaler(up_model, **engine_options)
+
     def up(frames: Frames, h: int, w: int) -> Frames:
         return engine.upscale_frames_to(frames, h, w)
 
     return Pipeline("vsr23", f"Lanczos-3 down to 2/3 (sides rounded to even), encode, vsr upsampler {engine!r} x2 "
-                             "then antialiased bicubic to the original size", down=down, up=up, scale=scale,
+                             "then antialiased bicubic to the original size",
+                    down=_two_thirds_down(engine_options.get("device", "auto")), up=up, scale=Fraction(3, 2),
                     models={"upsampler": repr(engine), "upsampler_weights": str(up_model),
                             "upsampler_sha256": _sha(engine)})
+
+
+def conventional_two_thirds() -> Pipeline:
+    """The 2/3 layer's base layer restored by Lanczos-3 alone (the same encode as ``vsr23``'s)."""
+    from ..engine import Resizer
+
+    def up(frames: Frames, h: int, w: int) -> Frames:
+        return Resizer(h, w, kernel="lanczos", device="cpu").resize_frames(frames)
+
+    return Pipeline("lanczos23", "Lanczos-3 down to 2/3 (sides rounded to even), encode, Lanczos-3 up to the "
+                                 "original size", down=_two_thirds_down("cpu"), up=up, scale=Fraction(3, 2))
 
 
 def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str, str]:
