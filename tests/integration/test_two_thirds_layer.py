@@ -81,3 +81,16 @@ def test_coded_layer_keeps_audio_and_timing(tmp_path, tiny_pair, capsys):
     assert (b["width"], b["height"], b["frames"]) == (128, 72, 8)
     assert b["times"] == pytest.approx(s["times"], abs=1e-3)
     assert b["audio"][0][1] == pytest.approx(s["audio"][0][1], abs=0.03)
+
+
+def test_two_pass_rate_reaches_the_two_thirds_layer(tmp_path, tiny_pair, capsys):
+    src = make_clip(tmp_path / "in.mkv", size=(192, 108), frames=50, audio=False)
+    layer = tmp_path / "in.vsr.mkv"
+    down, up, _ = tiny_pair
+    assert main([str(src), "--down-model", down, "--up-model", up, "--resolution", "two-thirds", "--bitrate", "150k",
+                 "-o", str(layer)]) == 0
+    err = capsys.readouterr().err
+    assert "passes in" in err and "for a target of 150" in err
+    kbps = float(err.split("passes in")[1].split("video ")[1].split(" kbps")[0])
+    assert abs(kbps / 150 - 1) < 0.05
+    assert (read_back(layer)["width"], _tags(layer)["VSR_SCALE"]) == (128, "3/2")
