@@ -300,8 +300,10 @@ def markdown(data: dict, plots: dict[str, dict[str, str]]) -> str:
                  "pipeline), over the clip's duration. PSNR: mean of per-frame PSNR (capped at "
                  f"{metrics.PSNR_CAP_DB:g} dB); PSNR-YUV = (6·Y + U + V) / 8; SSIM-Y: 11x11 Gaussian; VMAF: libvmaf "
                  f"{data['vmaf_model']} (mean). All against the original at its own size.")
+    two_thirds = (f", 2/3 layer {list(data['ladders']['two_thirds'])}"
+                  if "two_thirds" in data["ladders"] and {"vsr23", "lanczos23"} & set(data["pipelines"]) else "")
     lines.append(f"CRF ladders: full resolution {list(data['ladders']['full'])}, half resolution "
-                 f"{list(data['ladders']['half'])}.")
+                 f"{list(data['ladders']['half'])}{two_thirds}.")
     lines.append("BD-rate integrates over the quality range both curves cover, BD-quality over the bitrate range "
                  f"both cover (ranges shown); ⚠ marks an overlap under {100 * data['min_overlap']:.0f}% of the "
                  "narrower curve's range, or fewer than two points of a curve inside it. Crossovers: bitrates "
