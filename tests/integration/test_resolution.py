@@ -138,6 +138,8 @@ def test_smooth_content_at_a_low_rate_goes_half_and_restores_to_the_original_siz
     assert main([str(src), "--crf", "46"]) == 0  # VMAF, the default metric
     err = capsys.readouterr().err
     assert "resolution auto: half (2x layer, CRF " in err and "VMAF" in err
+    line = next(ln for ln in err.splitlines() if "resolution auto:" in ln)
+    assert ", two-thirds " in line and ", half " in line  # every size's score at the target rate
     tags = _tags(layer)
     assert (tags["VSR_RESOLUTION"], tags["VSR_SCALE"], tags["VSR_FORMAT_VERSION"]) == ("half", "2", "1")
     a = read_back(layer)

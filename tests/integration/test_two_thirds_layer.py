@@ -94,3 +94,22 @@ def test_two_pass_rate_reaches_the_two_thirds_layer(tmp_path, tiny_pair, capsys)
     kbps = float(err.split("passes in")[1].split("video ")[1].split(" kbps")[0])
     assert abs(kbps / 150 - 1) < 0.05
     assert (read_back(layer)["width"], _tags(layer)["VSR_SCALE"]) == (128, "3/2")
+
+
+def test_auto_chooses_the_two_thirds_layer_on_the_bundled_clip_and_restores_it(tmp_path, capsys):
+    """The shipped pair on the bundled clip's first second at CRF 30: the 2/3 layer leads full size and
+    the 2x layer on the probes (+3.45 VMAF over full when measured), is coded at the CRF the probes
+    found, tagged 3/2 with the decision, and restores to 480x270."""
+    from tests.conftest import REPO
+
+    layer, restored = tmp_path / "bbb.vsr.mkv", tmp_path / "bbb.restored.mkv"
+    assert main([str(REPO / "samples/bbb_480x270.mp4"), "-o", str(layer), "--crf", "30", "--frames", "24"]) == 0
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if "resolution auto:" in ln)
+    assert "resolution auto: two-thirds (2/3 layer, CRF " in line and ", two-thirds " in line and ", half " in line
+    tags = _tags(layer)
+    assert (tags["VSR_SCALE"], tags["VSR_RESOLUTION"], tags["VSR_FORMAT_VERSION"]) == ("3/2", "two-thirds", "3")
+    assert tags["VSR_DECISION"] == line.split("vsr-transcode: ", 1)[1]
+    assert (read_back(layer)["width"], read_back(layer)["height"]) == (320, 180)
+    assert main([str(layer), "-o", str(restored), "-q"]) == 0
+    b = read_back(restored)
+    assert (b["width"], b["height"], b["frames"]) == (480, 270, 24)
