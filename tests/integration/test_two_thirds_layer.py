@@ -113,3 +113,15 @@ def test_auto_chooses_the_two_thirds_layer_on_the_bundled_clip_and_restores_it(t
     assert main([str(layer), "-o", str(restored), "-q"]) == 0
     b = read_back(restored)
     assert (b["width"], b["height"], b["frames"]) == (480, 270, 24)
+
+
+def test_auto_at_a_bitrate_codes_the_chosen_layer_at_that_bitrate(tmp_path, capsys):
+    from tests.conftest import REPO
+
+    layer = tmp_path / "bbb.vsr.mkv"
+    assert main([str(REPO / "samples/bbb_480x270.mp4"), "-o", str(layer), "--bitrate", "200k", "--frames", "24"]) == 0
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if "resolution auto:" in ln)
+    assert "resolution auto: two-thirds (2/3 layer) — at 200 kbps on the probes" in line  # no CRF: two passes
+    assert "passes in" in err and "for a target of 200" in err
+    assert _tags(layer)["VSR_SCALE"] == "3/2"
