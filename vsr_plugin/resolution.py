@@ -293,13 +293,13 @@ def decide(path: str | Path, full: Pipeline, layers: dict[str, Pipeline], opts: 
             base, size, _ = runner.prepare(layers[name])
             try:
                 h = [probe(layers[name], base, size, at_target - layer_crf_offset(opts.codec, name))]
-                if _needs_second(h[0], _interpolate(a, b, h[0].kbps), target, lead):
+                if _needs_second(h[0], _interpolate(a, b, h[0].kbps), target, lead, rivals=len(layers) > 1):
                     h.append(probe(layers[name], base, size, _crf_for_rate(h[0], per_halving, target)))
             finally:
                 remove(base)
             if len(h) == 2 and h[0].crf != h[1].crf:
                 q, crf = _interpolate(h[0], h[1], target), _crf_for_rate(h[0], _crf_per_halving(*h), target)
-            else:  # one probe near the target (or one that decides alone): moved along the full side's slopes
+            else:  # one probe near the target (or one that cannot win): moved along the full side's slopes
                 q = h[0].quality + (full_q - _interpolate(a, b, h[0].kbps))
                 crf = _crf_for_rate(h[0], per_halving, target)
             estimates.append(LayerEstimate(name, tuple(h), q,
@@ -316,13 +316,18 @@ def choose(full_q: float, layers: dict[str, float], metric: str) -> str:
     return name if layers[name] > full_q + LAYER_LEAD[metric] else "full"
 
 
-def _needs_second(h: Point, full_q: float, target: float, lead: float = 0.0) -> bool:
+def _needs_second(h: Point, full_q: float, target: float, lead: float = 0.0, *, rivals: bool = False) -> bool:
     """Whether a second probe of a reduced layer is needed to compare at the target rate. Not when the
     first landed within 10% of it, nor when it decides alone: a reduced layer's lead shrinks as the
     rate rises (the curves cross once), so a probe below the target rate that does not lead by
-    ``lead``, or one above it that does, settles the question (``full_q``: the full side's quality
-    at its rate)."""
+    ``lead`` cannot win there; nor, with no other layer to compare with (``rivals`` False), a probe
+    above it that does lead, which wins there too (``full_q``: the full side's quality at its rate).
+    Against another layer a winner's own quality at the target is needed, which one probe moved along
+    the full side's slope misjudges (x265 at ~250 kbps: a 2x-layer probe at 1.6x the rate read 2-4
+    VMAF low)."""
     if abs(math.log(h.kbps / target)) <= math.log(1.1):
         return False
-    below = h.kbps < target
-    return not ((below and h.quality <= full_q + lead) or (not below and h.quality > full_q + lead))
+    below, leads = h.kbps < target, h.quality > full_q + lead
+    if below and not leads:
+        return False
+    return rivals or below or not leads

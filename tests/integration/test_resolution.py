@@ -66,6 +66,10 @@ def test_a_second_half_probe_only_when_the_first_cannot_decide():
     # with the lead the 2x layer needs: a small win below the target settles nothing more than a loss
     assert not _needs_second(Point(30, 700, 75.3), 75, target, lead=0.5)
     assert _needs_second(Point(30, 1400, 75.3), 75, target, lead=0.5)  # above and short of the lead
+    # beside another layer, a winner's quality at the target is needed too (to rank the layers)
+    assert _needs_second(Point(30, 1400, 80), 75, target, rivals=True)
+    assert not _needs_second(Point(30, 700, 70), 75, target, rivals=True)  # cannot win: settled
+    assert not _needs_second(Point(30, 1050, 80), 75, target, rivals=True)  # within 10%
 
 
 def test_a_layer_needs_a_lead_on_the_probes():
