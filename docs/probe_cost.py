@@ -78,7 +78,7 @@ def main() -> int:
           f"{' --name ' + args.name if args.name != 'probe_cost' else ''}`; "
           f"machine: {machine()['cpu']}, {machine()['cpu_threads']} torch threads.\n\n"
           "auto run: `vsr-transcode CLIP --crf C` (probes + encode, whole process); forced run: the same encode "
-          "with the chosen side forced (`--resolution half|full`, no probes).\n\n"
+          "with the chosen side forced (`--resolution half|two-thirds|full`, no probes).\n\n"
           + markdown_table(["clip", "size", "frames", "CRF", "chose", "probe frames", "probe encodes", "probe s",
                             "auto run s", "probe share", "forced run s", "probe / forced", "auto / forced"], rows))
     write_report(args.out, args.name, {"command": " ".join(sys.argv), "runs": data, "machine": machine()}, md)
