@@ -172,6 +172,8 @@ if has three-way; then  # the 2/3 layer (vsr23) and auto among three sizes, as v
         --reuse "$OUT/rd_1080p_libx265.json" --name rd_1080p_libx265_three_way
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,vsr,vsr23,auto \
         --reuse "$OUT/rd_video_libx264_perceptual_auto.json" --name rd_video_libx264_three_way
+    rd "${HD[@]}" --codec libx264 --pipelines native,lanczos,vsr23,lanczos23 --dtype bf16 \
+        --reuse "$OUT/rd_1080p_libx264_three_way.json" --name rd_1080p_libx264_lanczos23
     rd "${VIDEO[@]}" --frames 48 --codec libx264 --pipelines native,lanczos \
         --reuse "$OUT/rd_video_libx264_three_way.json" --name rd_video_libx264_lanczos
     rd "${HD[@]}" --codec libx264 --pipelines native,vsr,vsr23,auto --auto-metric psnr --dtype bf16 \
