@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
     p.add_argument("--report", action="store_true",
                    help="measure the round trip on INPUT (bitrate, PSNR-Y, SSIM-Y, VMAF) beside a native encode at "
-                        "the same bitrate and the bicubic 2x pipeline; prints a table, writes no video (the 2x layer; "
-                        "with --resolution two-thirds, the 2/3 layer)")
+                        "the same bitrate and a conventional pipeline; prints a table, writes no video (the 2x layer "
+                        "beside bicubic 2x; with --resolution two-thirds, the 2/3 layer beside its base layer "
+                        "restored by Lanczos-3)")
     p.add_argument("--frames", type=int, default=None,
                    help="use the first N frames only (with the audio and subtitles up to them)")
     p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
