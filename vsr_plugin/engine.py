@@ -303,6 +303,15 @@ class Resizer:
         self.device = resolve_device(device)
         self.batch = batch or default_batch(self.device)
 
+    @classmethod
+    def two_thirds_layer(cls, height: int, width: int, *, device: str = "auto") -> "Resizer":
+        """The 2/3 layer's reduction of a ``height x width`` picture: Lanczos-3 to
+        :func:`~vsr_plugin.baselayer.base_size` at scale 3/2 (each side 2/3, rounded to even)."""
+        from .baselayer import RESOLUTIONS, base_size
+
+        scale = RESOLUTIONS["two-thirds"]
+        return cls(base_size(height, scale), base_size(width, scale), kernel="lanczos", device=device)
+
     def __repr__(self) -> str:
         label = {"lanczos": "Lanczos-3", "bicubic": "bicubic"}[self.kernel]
         return f"Resizer({label}, {self.width}x{self.height}, {self.device})"

@@ -361,7 +361,7 @@ def encode_two_thirds_layer(src: str | Path, dst: str | Path | None, up_info: Ch
 
     def plan(inp: VideoInput, first: Frame) -> Plan:
         h, w = first.height, first.width
-        resizer = Resizer(base_size(h, scale), base_size(w, scale), kernel="lanczos", device=device)
+        resizer = Resizer.two_thirds_layer(h, w, device=device)
         tags = BaseLayerTags(scale=scale, width=w, height=h, upsampler=up_info.name, upsampler_sha256=up_info.sha256,
                              downsampler="Lanczos-3", decision=decision).to_metadata()
         return Plan(stream_info(inp, first, size=(resizer.width, resizer.height)), resizer.resize_frames,

@@ -123,11 +123,8 @@ def _two_thirds_down(device: str) -> Callable[[Frames], Frames]:
     """The 2/3 layer's reduction: Lanczos-3 (antialiased) to 2/3 of each side, rounded to even."""
     from ..engine import Resizer
 
-    scale = Fraction(3, 2)
-
     def down(frames: Frames) -> Frames:
-        h, w = frames[0].height, frames[0].width
-        return Resizer(base_size(h, scale), base_size(w, scale), kernel="lanczos", device=device).resize_frames(frames)
+        return Resizer.two_thirds_layer(frames[0].height, frames[0].width, device=device).resize_frames(frames)
 
     return down
 
