@@ -26,15 +26,15 @@ import torch
 from . import cpu_ops, cupy_ops, reference
 from .cupy_ops import BackendUnavailable
 from .reference import (bicubic_downscale2, bilinear_upscale, denormalise, downscale_planes_float, downscale_shapes,
-                        max_code, normalise, pack_float, packed_channels, plane_dtype, quantize, residual_to_planes,
-                        upscale_planes_float)
+                        max_code, normalise, pack_float, packed_channels, plane_dtype, quantize, resize_planes_float,
+                        residual_to_planes, upscale_planes_float)
 
 BACKENDS = ("auto", "torch", "cupy", "cpu")
 
 __all__ = ["BACKENDS", "BackendUnavailable", "pack", "resize", "unpack", "unpack_upscale", "unpack_downscale",
            "bicubic_downscale2", "bilinear_upscale", "denormalise", "downscale_planes_float", "downscale_shapes",
-           "max_code", "normalise", "pack_float", "packed_channels", "plane_dtype", "quantize", "residual_to_planes",
-           "upscale_planes_float"]
+           "max_code", "normalise", "pack_float", "packed_channels", "plane_dtype", "quantize", "resize_planes_float",
+           "residual_to_planes", "upscale_planes_float"]
 
 T = TypeVar("T")
 

@@ -560,6 +560,31 @@ def resize_plane(plane: torch.Tensor, height: int, width: int, *, kernel: str, b
     return out.clamp_(0, m).to(plane_dtype(bits))
 
 
+def resize_matrix(src: int, dst: int, kernel: str, device: torch.device) -> torch.Tensor:
+    """:func:`resize_taps` as a dense float32 ``(dst, src)`` matrix of weights (the integer taps over
+    2**14): ``matrix @ x`` resizes an axis with the weights of :func:`resize_plane`."""
+    indices, weights = resize_tables(src, dst, kernel, device)
+    matrix = torch.zeros((dst, src), dtype=torch.float64, device=device)
+    matrix.scatter_add_(1, indices, weights.to(torch.float64))  # padded taps repeat an index with weight 0
+    return (matrix / (1 << RESIZE_WEIGHT_BITS)).to(torch.float32)
+
+
+def resize_planes_float(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`resize` of float32 planes holding code values, unrounded and differentiable (for
+    training a network whose output is resized before the loss, as a 2/3 layer is restored): the
+    same taps as float weights, with no rounding or clamping."""
+    ch, cw = (height + 1) // 2, (width + 1) // 2
+    out = []
+    for plane, (hh, ww) in zip((y, u, v), ((height, width), (ch, cw), (ch, cw))):
+        if plane.dim() != 3:
+            raise ValueError(f"planes are (N, H, W), got shape {tuple(plane.shape)}")
+        rows = resize_matrix(plane.shape[1], hh, kernel, plane.device)
+        cols = resize_matrix(plane.shape[2], ww, kernel, plane.device)
+        out.append(rows @ plane @ cols.T)
+    return tuple(out)
+
+
 def resize(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, height: int, width: int, kernel: str, bits: int
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """4:2:0 planes of ``(N, H, W)`` pictures resized to ``height x width`` pictures (chroma to

@@ -25,6 +25,7 @@ from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, lo
 from .yuv import Frame
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+REDUCTION_KERNEL = "bicubic"  # how an x2 upscale is reduced to a 2/3 layer's picture size (training does the same)
 Planes = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 PlanesFn = Callable[..., Planes]
 _PACKAGE_DIR = str(Path(__file__).parent)
@@ -244,7 +245,7 @@ class Upscaler(_Engine):
         """The network's upscale, then an antialiased bicubic resize (:func:`kernels.resize`, on the
         engine's device) to ``height x width`` pictures: how a 2/3 layer is restored (720p -> 1440p -> 1080p)."""
         big = self.upscale_planes(y, u, v, bits=bits)
-        return kernels.resize(*big, height=height, width=width, kernel="bicubic", bits=bits,
+        return kernels.resize(*big, height=height, width=width, kernel=REDUCTION_KERNEL, bits=bits,
                               backend=self.options.backend)
 
     def upscale_frames_to(self, frames: Iterable[Frame], height: int, width: int) -> list[Frame]:

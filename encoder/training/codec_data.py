@@ -5,7 +5,8 @@ x264 (or x265) made of one. This builds that input once, the way the product mak
 
     photo --window panning over T frames (integer HR pixels per frame: half-pel motion at the
           base layer)--> HR RGB crops --BT.601 4:2:0--> HR planes
-        --the product's 2x reduction (kernels.unpack_downscale, zero residual)--> base planes
+        --the product's reduction of the layer (half: kernels.unpack_downscale with a zero residual;
+          two-thirds: Resizer.two_thirds_layer, Lanczos-3)--> base planes
         --libx264/libx265 preset P, CRF drawn from the range, one GOP (I + P/B frames)-->
         --decode--> coded base planes            pair: (coded base, HR) per frame
 
@@ -26,6 +27,7 @@ import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +35,15 @@ import torch
 
 import kernels
 from vsr_plugin.atomic import atomic_output, write_bytes_atomic
+from vsr_plugin.baselayer import RESOLUTIONS
+from vsr_plugin.engine import Resizer
 from vsr_plugin.yuv import Frame, rgb_to_frame
 
 from .codec import round_trip
 from .data import SRPair, bicubic_resize_rgb, load_rgb
 
 CODECS = {"x264": "libx264", "x265": "libx265"}
+LAYERS = ("half", "two-thirds")
 CACHE_VERSION = 1
 
 
@@ -51,7 +56,8 @@ class DegradeSpec:
         preset: the encoder preset (the product's default is ``medium``).
         crf: ``(low, high)``: each sequence's CRF is drawn uniformly from these integers.
         frames: frames per sequence (one GOP: an I frame, then P/B frames).
-        size: HR window edge in pixels (a multiple of 8; the base layer is half of it).
+        size: HR window edge in pixels (a multiple of 8; the base layer is half of it, or 2/3 of it
+            for the two-thirds layer, where it must be a multiple of 12).
         speed: largest motion in HR pixels per frame, each axis.
         clean_fraction: share of sequences that skip the codec (rounding only).
         pixels_per_sequence: one sequence per this many photo pixels (at least one per photo).
@@ -59,6 +65,7 @@ class DegradeSpec:
             bicubic), which also removes the JPEG artefacts of large photos.
         rescales: extra downscaled copies of each photo, e.g. ``(0.8, 0.6)``, in its shard.
         seed: the base of every random draw.
+        layer: the base layer the sequences are: ``half`` (the 2x layer) or ``two-thirds``.
     """
 
     codec: str = "x264"
@@ -72,6 +79,7 @@ class DegradeSpec:
     max_side: int = 1200
     rescales: tuple[float, ...] = ()
     seed: int = 0
+    layer: str = "half"
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -89,11 +97,28 @@ class DegradeSpec:
             raise ValueError(f"clean_fraction must be in [0, 1], got {self.clean_fraction}")
         if self.pixels_per_sequence < 1:
             raise ValueError(f"pixels_per_sequence must be >= 1, got {self.pixels_per_sequence}")
+        if self.layer not in LAYERS:
+            raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.layer == "two-thirds" and self.size % 12:
+            raise ValueError(f"a two-thirds layer's window must be a multiple of 12, got {self.size}")
+
+    @property
+    def ratio(self) -> Fraction:
+        """HR side over base-layer side: 2 or 3/2."""
+        return RESOLUTIONS[self.layer]
+
+    def described(self) -> dict:
+        """The spec as the cache records it (``layer`` only when it is not ``half``, so the 2x layer's
+        caches keep their keys)."""
+        fields = dataclasses.asdict(self)
+        if fields["layer"] == "half":
+            del fields["layer"]
+        return {"version": CACHE_VERSION, **fields}
 
     @property
     def key(self) -> str:
         """A short content key of the spec (the cache folder name)."""
-        text = json.dumps({"version": CACHE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        text = json.dumps(self.described(), sort_keys=True)
         return f"{self.codec}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
@@ -120,6 +145,17 @@ def code_sequence(planes: tuple[np.ndarray, np.ndarray, np.ndarray], codec: str,
     return round_trip(planes, add_stream)
 
 
+def _reduce(hr: tuple[torch.Tensor, torch.Tensor, torch.Tensor], spec: DegradeSpec
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The product's base layer of HR planes ``(T, S, S)``: its 2x reduction (the default pair's
+    downsampler is the bicubic reduction: a zero residual) or its 2/3 reduction."""
+    s = spec.size
+    if spec.layer == "two-thirds":
+        return Resizer.two_thirds_layer(s, s, device="cpu").resize_planes(*hr, bits=8)
+    zero = torch.zeros(hr[0].shape[0], 6, s // 4, s // 4)
+    return kernels.unpack_downscale(zero, *hr, bits=8, backend="torch")
+
+
 def _sequences(rgb: np.ndarray, spec: DegradeSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """All sequences of one photo version: HR and coded base planes, and each sequence's CRF (-1: clean)."""
     h, w = rgb.shape[:2]
@@ -135,8 +171,7 @@ def _sequences(rgb: np.ndarray, spec: DegradeSpec, rng: np.random.Generator) -> 
         frames = [rgb_to_frame(rgb[y0 + k * vy: y0 + k * vy + s, x0 + k * vx: x0 + k * vx + s]) for k in range(t)]
         hr = tuple(np.stack([f.planes[k] for f in frames]) for k in range(3))
         hr_t = tuple(torch.from_numpy(p) for p in hr)
-        zero = torch.zeros(t, 6, s // 4, s // 4)
-        base = tuple(p.numpy() for p in kernels.unpack_downscale(zero, *hr_t, bits=8, backend="torch"))
+        base = tuple(p.numpy() for p in _reduce(hr_t, spec))
         clean = float(rng.random()) < spec.clean_fraction
         crf = int(rng.integers(spec.crf[0], spec.crf[1] + 1))
         coded = base if clean else code_sequence(base, spec.codec, spec.preset, crf)
@@ -161,8 +196,7 @@ def build_cache(photos: Sequence[Path], spec: DegradeSpec, cache_root: str | Pat
     """
     folder = Path(cache_root) / spec.key
     folder.mkdir(parents=True, exist_ok=True)
-    described = {"version": CACHE_VERSION, **dataclasses.asdict(spec)}
-    write_bytes_atomic(folder / "spec.json", (json.dumps(described, indent=2) + "\n").encode())
+    write_bytes_atomic(folder / "spec.json", (json.dumps(spec.described(), indent=2) + "\n").encode())
     shards = [folder / f"{_photo_id(p).replace('/', '_')}.npz" for p in photos]
     todo = [(p, s) for p, s in zip(photos, shards) if not s.is_file()]
     for done, (path, shard) in enumerate(todo):

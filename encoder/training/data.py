@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -122,11 +123,16 @@ Batch = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]  # (LR planes,
 
 class CropSampler:
     """Random aligned HR/LR crops with flips and 90-degree rotations, drawn with the torch Generator
-    each call is given (training gives one per step, see :class:`BatchPrefetcher`)."""
+    each call is given (training gives one per step, see :class:`BatchPrefetcher`).
 
-    def __init__(self, pairs: Sequence[SRPair], *, scale: int, crop: int) -> None:
-        if crop % (2 * scale):
-            raise ValueError(f"crop {crop} must be a multiple of 2 x scale = {2 * scale}")
+    ``scale`` is the HR side over the LR side: an integer, or a fraction such as 3/2 (the 2/3 layer),
+    whose crops start where both grids meet (every 2 LR chroma samples at 3/2) so that each crop is
+    the same part of the picture at both sizes, with the phase of the whole-picture resize."""
+
+    def __init__(self, pairs: Sequence[SRPair], *, scale: int | Fraction, crop: int) -> None:
+        scale = Fraction(scale)
+        if crop % (2 * scale.numerator):  # then the LR crop is a multiple of 2 x the start grid
+            raise ValueError(f"crop {crop} must be a multiple of {2 * scale.numerator} at scale {scale}")
         self.pairs = [p for p in pairs if min(p.hr.height, p.hr.width) >= crop]
         if not self.pairs:
             raise ValueError(f"no training image is at least {crop}x{crop}")
@@ -138,20 +144,22 @@ class CropSampler:
         """``(lr_y, lr_u, lr_v), (hr_y, hr_u, hr_v)`` uint8 tensors with a leading batch dim."""
         randint = lambda high: int(torch.randint(high, (1,), generator=generator))  # noqa: E731
         s, c = self.scale, self.crop
-        lc = c // s  # LR crop (even)
+        lc = int(c / s)  # LR crop (even)
+        g = s.denominator  # crops start every g LR chroma samples
         idx = torch.multinomial(self.weights, batch, replacement=True, generator=generator)
         lr_planes: list[list[np.ndarray]] = [[], [], []]
         hr_planes: list[list[np.ndarray]] = [[], [], []]
         for i in idx.tolist():
             pair = self.pairs[i]
             # top-left on the LR chroma grid keeps luma, chroma and both resolutions aligned
-            cy = randint((pair.lr.height - lc) // 2 + 1)
-            cx = randint((pair.lr.width - lc) // 2 + 1)
+            cy = g * randint((pair.lr.height - lc) // (2 * g) + 1)
+            cx = g * randint((pair.lr.width - lc) // (2 * g) + 1)
             op = randint(8)
             for k, (lr_p, hr_p) in enumerate(zip(pair.lr.planes, pair.hr.planes)):
                 f = 2 if k == 0 else 1  # luma rows per chroma row
                 lr_crop = lr_p[f * cy: f * cy + f * lc // 2, f * cx: f * cx + f * lc // 2]
-                hr_crop = hr_p[f * s * cy: f * s * (cy + lc // 2), f * s * cx: f * s * (cx + lc // 2)]
+                hy, hx, hc = (int(f * s * n) for n in (cy, cx, lc // 2))
+                hr_crop = hr_p[hy: hy + hc, hx: hx + hc]
                 lr_planes[k].append(_transform(lr_crop, op))
                 hr_planes[k].append(_transform(hr_crop, op))
         stack = lambda planes: tuple(torch.from_numpy(np.stack(p)) for p in planes)  # noqa: E731

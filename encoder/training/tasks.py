@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import kernels
+from vsr_plugin.engine import REDUCTION_KERNEL
 from vsr_plugin.models import (DOWN_PRESETS, Downsampler, Upsampler, load_downsampler, load_upsampler,
                                save_downsampler, save_upsampler, shipped_models)
 from vsr_plugin.yuv import Frame, frame_to_rgb
@@ -108,15 +109,34 @@ class SRTask:
         c = self.cfg
         crf = c.train_crf or c.degrade_crf
         seen = "bicubic" if c.degradation == "bicubic" else f"{c.degradation} {c.degrade_preset} CRF {crf}"
+        if c.layer != "half":
+            seen += f" {c.layer} layer"
         grown = f" (deepened from {self.grown_from} blocks)" if self.grown_from else ""
         return (f"{c.model} x{c.scale} upsampler{' (re-parameterised blocks)' if c.reparam else ''}{grown} "
                 f"on {seen} inputs")
 
+    def picture_size(self, lr: Planes) -> tuple[int, int] | None:
+        """The picture's size for LR planes of a two-thirds layer (``None``: the upscale is the picture)."""
+        if self.cfg.layer == "half":
+            return None
+        ratio = self.cfg.layer_ratio
+        return int(lr[0].shape[1] * ratio), int(lr[0].shape[2] * ratio)
+
     def restore(self, model: nn.Module, lr: Planes, autocast: AbstractContextManager) -> Planes:
-        """The network's output planes (float code values, differentiable) for LR planes."""
+        """The network's output planes (float code values, differentiable) for LR planes; for a
+        two-thirds layer reduced to the picture's size as the product restores it (unrounded)."""
         with autocast:
             residual = model(channels_last(kernels.pack(*lr, bits=8, block=2), self.cfg))
-        return kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
+        sr = kernels.upscale_planes_float(residual.float(), *lr, bits=8, scale=self.cfg.scale)
+        size = self.picture_size(lr)
+        return sr if size is None else kernels.resize_planes_float(*sr, height=size[0], width=size[1],
+                                                                   kernel=REDUCTION_KERNEL)
+
+    def _picture(self, planes: Planes, lr: Planes) -> Planes:
+        """Upscaled code planes as the picture (the product's rounded reduction for a two-thirds layer)."""
+        size = self.picture_size(lr)
+        return planes if size is None else kernels.resize(*planes, height=size[0], width=size[1],
+                                                          kernel=REDUCTION_KERNEL, bits=8)
 
     def loss(self, model: nn.Module, lr: Planes, hr: Planes, autocast: AbstractContextManager) -> torch.Tensor:
         return yuv_l1(self.restore(model, lr, autocast), hr, bits=8, luma_weight=self.cfg.luma_weight)
@@ -130,12 +150,12 @@ class SRTask:
         sse, count, images = 0.0, 0, []
         for pair in pairs:
             lr = _to_planes(pair.lr, self.device)
-            sr = _frame(pair.hr, _upscale(net, lr, s))
+            sr = _frame(pair.hr, self._picture(_upscale(net, lr, s), lr))
             e, n = _psnr_y(sr.y, pair.hr.y, s)
             sse, count = sse + e, count + n
             if len(images) < self.cfg.samples:
                 zero = torch.zeros(1, 6 * s * s, *lr[1].shape[1:], device=self.device)
-                base = _frame(pair.hr, kernels.unpack_upscale(zero, *lr, bits=8, scale=s))
+                base = _frame(pair.hr, self._picture(kernels.unpack_upscale(zero, *lr, bits=8, scale=s), lr))
                 images.append(_side_by_side(base, sr, pair.hr))
         return [sse, float(count)], images
 

@@ -32,6 +32,7 @@ import types
 import typing
 from contextlib import nullcontext
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -41,10 +42,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 import kernels
 from vsr_plugin.atomic import atomic_output, write_bytes_atomic
+from vsr_plugin.baselayer import RESOLUTIONS
 from vsr_plugin.cpu_features import has_native_bf16
 from vsr_plugin.models import DOWN_PRESETS, PRESETS
 
-from .codec_data import DegradeSpec, codec_pairs
+from .codec_data import LAYERS, DegradeSpec, codec_pairs
 from .data import BatchPrefetcher, CropSampler, list_images, load_pairs, split_validation
 from .gan import GANTask, check_gan_config
 from .state import load_module, load_optimizer, module_tensors, optimizer_tensors
@@ -76,6 +78,9 @@ class TrainConfig:
     train_crf: str = ""              # sr with a codec: train and validate only on the sequences coded at a CRF
                                      # in LOW,HIGH (and the uncoded ones): a model for part of the ladder
     degrade_window: int = 0          # sr with a codec: HR window edge of the coded sequences; 0: 2 x crop
+    layer: str = "half"              # sr/gan with a codec: the base layer restored: half (the x2 output is the
+                                     # picture) | two-thirds (a Lanczos-3 2/3 reduction, restored as vsr-transcode
+                                     # does: the x2 output reduced to the picture by antialiased bicubic)
     cache: str = "runs/cache"        # sr with a codec: where the coded sequences are cached
     val_count: int = 10              # images held out (every k-th file) for validation
     rescales: str = ""               # extra downscaled copies of each image, e.g. "0.8,0.6"
@@ -165,6 +170,15 @@ class TrainConfig:
                 raise ValueError("--degradation applies to sr and gan modes; joint training has its own codec proxy")
             if self.degrade_specs()[0].size < self.crop:
                 raise ValueError(f"degrade_window {self.degrade_window} is smaller than the crop {self.crop}")
+        if self.layer not in LAYERS:
+            raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.layer != "half":
+            if self.degradation == "bicubic" or self.scale != 2:
+                raise ValueError(f"--layer {self.layer} restores coded base layers with an x2 upsampler; it needs "
+                                 "--degradation x264, x265 or x264+x265 and --scale 2")
+            if self.crop % (2 * self.layer_ratio.numerator):
+                raise ValueError(f"a {self.layer} layer needs a crop that is a multiple of "
+                                 f"{2 * self.layer_ratio.numerator}, got {self.crop}")
         if self.mode == "joint" and self.down_model and self.down_model not in DOWN_PRESETS:
             raise ValueError(f"down_model must be one of {', '.join(DOWN_PRESETS)}, got {self.down_model!r}")
         if self.mode == "joint" and self.crop % 8:
@@ -178,10 +192,15 @@ class TrainConfig:
     def train_crf_range(self) -> tuple[int, int] | None:
         return _int_range("train_crf", self.train_crf) if self.train_crf else None
 
+    @property
+    def layer_ratio(self) -> Fraction:
+        """The picture's side over the training input's: ``scale``, or 3/2 for the two-thirds layer."""
+        return Fraction(self.scale) if self.layer == "half" else RESOLUTIONS[self.layer]
+
     def degrade_specs(self) -> list[DegradeSpec]:
         """The coded-base-layer specs of ``--degradation`` (training pairs): one per codec."""
         crf = _int_range("degrade_crf", self.degrade_crf, check_order=False)  # DegradeSpec says what is wrong
-        return [DegradeSpec(codec=codec, preset=self.degrade_preset, crf=crf,
+        return [DegradeSpec(codec=codec, preset=self.degrade_preset, crf=crf, layer=self.layer,
                             size=self.degrade_window or 2 * self.crop, rescales=self.rescale_factors, seed=self.seed)
                 for codec in self.degradation.split("+")]
 
@@ -466,7 +485,7 @@ def _train(cfg: TrainConfig, ctx: Dist) -> TrainResult:
             val_spec = dataclasses.replace(spec, rescales=(), seed=spec.seed + 1)
             val_pairs += codec_pairs(val_files, val_spec, cfg.cache, crf=crf, quiet=not ctx.main)[::3]
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + ctx.rank)  # the task's draws (joint: codec proxy)
-    sampler = CropSampler(pairs, scale=cfg.scale, crop=cfg.crop)
+    sampler = CropSampler(pairs, scale=cfg.layer_ratio, crop=cfg.crop)
     autocast, amp = _autocast(cfg, ctx.device)
     if cfg.mode == "joint":
         task = JointTask(cfg, ctx.device, gen, autocast)

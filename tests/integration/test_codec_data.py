@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -13,8 +15,11 @@ from PIL import Image
 import kernels
 from vsr_plugin.measure import metrics
 from encoder.training.codec_data import DegradeSpec, build_cache, code_sequence, load_cache
+from encoder.training.tasks import SRTask, _to_planes, _upscale
 from encoder.training.train import config_from_args, main, train
 from tests.conftest import smooth_rgb
+from vsr_plugin.engine import Resizer, Upscaler
+from vsr_plugin.models import load_upsampler
 
 SPEC = DegradeSpec(size=64, frames=6, speed=3, crf=(20, 40), clean_fraction=0.3, pixels_per_sequence=8000)
 
@@ -90,6 +95,62 @@ def test_pairs_are_the_products_reduction_through_the_codec(photos, tmp_path):
     assert pairs[0].hr.y.shape == (64, 64) and pairs[0].lr.y.shape == (32, 32)
 
 
+def test_the_two_thirds_layer_has_its_own_cache_of_the_products_reduction(photos, tmp_path):
+    spec = dataclasses.replace(SPEC, size=72, layer="two-thirds")
+    shards = build_cache(photos, spec, tmp_path / "a", quiet=True)
+    assert shards[0].parent != build_cache(photos[:1], SPEC, tmp_path / "a", quiet=True)[0].parent
+    z = _arrays(shards)
+    assert z[0]["hr_y"].shape[1:] == (6, 72, 72) and z[0]["hr_u"].shape[1:] == (6, 36, 36)
+    assert z[0]["lr_y"].shape[1:] == (6, 48, 48) and z[0]["lr_v"].shape[1:] == (6, 24, 24)
+    crfs = np.concatenate([s["crf"] for s in z[:2]])
+    assert (crfs == -1).any() and (crfs >= 0).any()
+    for s in z[:2]:
+        for k, crf in enumerate(s["crf"]):
+            hr = tuple(torch.from_numpy(s[f"hr_{c}"][k]) for c in "yuv")
+            base = Resizer.two_thirds_layer(72, 72, device="cpu").resize_planes(*hr, bits=8)
+            if crf == -1:  # clean: exactly vsr-transcode's 2/3 reduction (Lanczos-3)
+                assert all(np.array_equal(b.numpy(), s[f"lr_{c}"][k]) for b, c in zip(base, "yuv"))
+            else:
+                assert 20.0 < metrics.psnr(s["lr_y"][k], base[0].numpy()) < 60.0
+    again = _arrays(build_cache(photos, spec, tmp_path / "b", quiet=True))
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(z, again) for k in x)
+    assert json.loads((shards[0].parent / "spec.json").read_text())["layer"] == "two-thirds"
+
+
+def test_the_half_layers_cache_keys_are_unchanged():
+    """Adding the layer to the spec keeps the 2x layer's caches (built before it) where they were."""
+    spec = DegradeSpec(crf=(16, 40), size=192, rescales=(0.8, 0.6))
+    assert spec.key == "x264-b5c385f74c50"
+    assert dataclasses.replace(spec, codec="x265", rescales=(), seed=1).key == "x265-4f9f391c265e"
+    assert dataclasses.replace(spec, layer="two-thirds").key != spec.key
+    with pytest.raises(ValueError, match="multiple of 12"):
+        DegradeSpec(size=64, layer="two-thirds")
+
+
+def test_two_thirds_training_restores_as_vsr_transcode_does(image_dir, tmp_path):
+    argv = ["--model", "fast", "--crop", "48", "--batch", "4", "--val-count", "2", "--samples", "1",
+            "--warmup", "2", "--ema", "0", "--threads", "1", "--data", str(image_dir), "--out", str(tmp_path / "run"),
+            "--cache", str(tmp_path / "cache"), "--steps", "4", "--epoch-steps", "2", "--degradation", "x264",
+            "--degrade-crf", "25,35", "--degrade-window", "72", "--layer", "two-thirds"]
+    result = train(config_from_args(argv))
+    assert result.step == 4 and result.summary["config"]["layer"] == "two-thirds"
+    task = SRTask(config_from_args(argv), torch.device("cpu"))
+    net, _ = load_upsampler(tmp_path / "run" / "best")
+    pair = load_cache(sorted((tmp_path / "cache").glob("x264-*/*.npz")))[0]
+    lr = _to_planes(pair.lr, torch.device("cpu"))
+    assert pair.lr.y.shape == (48, 48) and pair.hr.y.shape == (72, 72)
+    # validation's picture is the engine's 2/3 restore, sample for sample
+    engine = Upscaler(tmp_path / "run" / "best", device="cpu", dtype="fp32", backend="torch")
+    want = engine.upscale_planes_to(*lr, bits=8, height=72, width=72)
+    got = task._picture(_upscale(net.to(memory_format=torch.channels_last), lr, 2), lr)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    # training's loss sees the same picture, unrounded (bf16 off: within rounding of the codes)
+    with torch.no_grad():
+        restored = task.restore(net, lr, nullcontext())
+    assert [tuple(p.shape) for p in restored] == [(1, 72, 72), (1, 36, 36), (1, 36, 36)]
+    assert all((r - w.float()).abs().max() <= 1.5 for r, w in zip(restored, want))
+
+
 def test_higher_crf_codes_worse():
     rgb = smooth_rgb(128, 128, seed=7)
     y = np.stack([np.asarray(Image.fromarray(rgb).convert("L"))[:64, k:k + 64] for k in range(0, 8, 2)])
@@ -118,6 +179,10 @@ def test_training_on_coded_pairs(image_dir, tmp_path, codecs):
     (["--degradation", "x264", "--train-crf", "30,20"], "train_crf range '30,20' is empty"),
     (["--train-crf", "20,30"], "--train-crf selects coded training pairs"),
     (["--exclude", "nope"], "--exclude names images that are not in --data: nope"),
+    (["--layer", "third"], "layer must be one of half, two-thirds"),
+    (["--layer", "two-thirds"], "needs --degradation x264, x265 or x264+x265"),
+    (["--layer", "two-thirds", "--degradation", "x264", "--crop", "64", "--degrade-window", "96"], "multiple of 6, got 64"),
+    (["--layer", "two-thirds", "--degradation", "x264", "--crop", "48", "--degrade-window", "64"], "window must be a multiple of 12"),
 ])
 def test_bad_degradation_is_one_clear_line(argv, message, image_dir, capsys):
     assert main(argv + ["--data", str(image_dir)]) == 2

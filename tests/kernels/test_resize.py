@@ -85,6 +85,26 @@ def test_sixteen_bit_extremes_clamp_without_overflow():
     kernels.resize(y, c, c, height=16, width=16, kernel="lanczos", bits=16)
 
 
+@pytest.mark.parametrize("kernel", ["bicubic", "lanczos"])
+@pytest.mark.parametrize("h,w,out_h,out_w", [(64, 96, 48, 72), (45, 61, 30, 40), (30, 40, 40, 54), (7, 5, 3, 2)])
+def test_float_twin_has_the_same_weights_and_their_gradient(kernel, h, w, out_h, out_w):
+    """resize_planes_float (training's differentiable reduction of a 2/3 layer's upscale): rounded, the
+    integer resize (to one code at float rounding ties); its gradient, the weights' column sums."""
+    y, u, v = random_planes(2, h, w, 8, seed=h + w)
+    want = kernels.resize(y, u, v, height=out_h, width=out_w, kernel=kernel, bits=8, backend="torch")
+    planes = [p.to(torch.float32).requires_grad_() for p in (y, u, v)]
+    got = kernels.resize_planes_float(*planes, height=out_h, width=out_w, kernel=kernel)
+    for g, t in zip(got, want):
+        assert g.dtype == torch.float32 and g.shape == t.shape
+        diff = (g.detach().round().clamp(0, 255) - t.to(torch.float32)).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
+    sum(g.sum() for g in got).backward()
+    rows, cols = reference.resize_matrix(h, out_h, kernel, y.device), reference.resize_matrix(w, out_w, kernel, y.device)
+    expected = rows.sum(0)[:, None] * cols.sum(0)[None, :]  # d(sum R X C^T)/dX = (R^T 1)(1^T C)
+    torch.testing.assert_close(planes[0].grad, expected.expand(2, h, w), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(rows.sum(1), torch.ones(out_h))  # every output row's weights sum to one
+
+
 def test_bad_arguments_say_what_is_wrong():
     y, u, v = random_planes(1, 8, 8, 8)
     with pytest.raises(ValueError, match="unknown resize kernel"):

@@ -1,13 +1,18 @@
 """Training machinery that is not a network: precision choice, the batch prefetcher."""
 
 import threading
+from fractions import Fraction
 
 import pytest
 import torch
 
+import kernels
 from encoder.training.data import BatchPrefetcher, CropSampler, SRPair, make_pair
 from encoder.training.train import config_from_args, resolve_amp
+from tests.conftest import smooth_rgb
 from vsr_plugin.cpu_features import has_native_bf16
+from vsr_plugin.engine import Resizer
+from vsr_plugin.yuv import rgb_to_frame
 
 
 @pytest.mark.parametrize("flags,native", [
@@ -141,3 +146,23 @@ def test_docs_multiframe_trial_conditioned_arms_start_unconditioned_and_fold_int
         torch.testing.assert_close(film(x[k:k + 1]), plain(x[k:k + 1]), atol=1e-5, rtol=1e-5)
     bias_only = Conditioned(copy.deepcopy(single), film=False)
     assert bias_only.gain is None and len(bias_only.shift) == 4  # head, two blocks, tail
+
+
+def test_two_thirds_crops_are_the_same_part_of_the_picture():
+    """At scale 3/2 each LR crop is the 2/3 layer's reduction of its HR crop (away from the crop's
+    edges, where the whole picture's reduction saw neighbours), through every flip and rotation."""
+    pairs = []
+    for h, w, seed in ((120, 144, 1), (96, 132, 2)):
+        hr = rgb_to_frame(smooth_rgb(h, w, seed=seed))
+        planes = tuple(torch.from_numpy(p)[None] for p in hr.planes)
+        lr = Resizer.two_thirds_layer(h, w, device="cpu").resize_planes(*planes, bits=8)
+        pairs.append(SRPair(hr=hr, lr=hr.with_planes(*(p[0].numpy() for p in lr)), name=str(seed)))
+    sampler = CropSampler(pairs, scale=Fraction(3, 2), crop=48)
+    lr, hr = sampler.sample(16, torch.Generator().manual_seed(5))
+    assert [tuple(p.shape) for p in lr + hr] == [(16, 32, 32), (16, 16, 16), (16, 16, 16), (16, 48, 48),
+                                                  (16, 24, 24), (16, 24, 24)]
+    again = kernels.resize(*hr, height=32, width=32, kernel="lanczos", bits=8, backend="torch")
+    for got, want, m in zip(again, lr, (3, 3, 3)):  # Lanczos-3 at 2/3 reaches 4.5 HR samples out
+        assert torch.equal(got[:, m:-m, m:-m], want[:, m:-m, m:-m])
+    with pytest.raises(ValueError, match="crop 40 must be a multiple of 6 at scale 3/2"):
+        CropSampler(pairs, scale=Fraction(3, 2), crop=40)
