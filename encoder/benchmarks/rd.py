@@ -81,7 +81,8 @@ def _vsr_models(down_model: str | None, vsr_up_model: str | None, up_model: str 
 
 
 def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str | None, vsr_up_model: str | None,
-                    engine_options: dict) -> tuple[list[Pipeline], dict[str, str]]:
+                    engine_options: dict, two_thirds_up_model: str | None = None
+                    ) -> tuple[list[Pipeline], dict[str, str]]:
     """The requested pipelines that can run, and a note for each one that cannot."""
     pipes, skipped = [], {}
     up_model = model or _shipped("upsampler")
@@ -106,10 +107,10 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
                 pipes.append(vsr(down, up, engine_options))
         elif name == "lanczos23":
             pipes.append(conventional_two_thirds())
-        elif name == "vsr23":  # the 2/3 layer vsr-transcode makes, restored by the vsr pipeline's upsampler
-            up = _vsr_models(down_model, vsr_up_model, up_model)[1]
+        elif name == "vsr23":  # the 2/3 layer vsr-transcode makes, restored as vsr-transcode restores it
+            up = two_thirds_up_model or _vsr_models(down_model, vsr_up_model, up_model)[1]
             if up is None:
-                skipped[name] = "no upsampler for the 2/3 layer; pass --vsr-up-model PATH"
+                skipped[name] = "no upsampler for the 2/3 layer; pass --two-thirds-up-model PATH"
             else:
                 pipes.append(two_thirds(up, engine_options))
         elif name == "auto":
@@ -486,7 +487,8 @@ def run_rd(args: argparse.Namespace) -> int:
         raise ValueError(f"--out is not a folder: {out_dir}")
     engine_options = {"device": args.device, "dtype": args.dtype, "batch": args.batch}
     pipelines, skipped = build_pipelines(names, model=args.model, down_model=args.down_model,
-                                         vsr_up_model=args.vsr_up_model, engine_options=engine_options)
+                                         vsr_up_model=args.vsr_up_model, engine_options=engine_options,
+                                         two_thirds_up_model=args.two_thirds_up_model)
     for name, note in skipped.items():
         say(f"note: pipeline {name} skipped: {note}")
     total = sum(len(config.ladder(p)) for p in pipelines) * len(args.clips)
@@ -590,6 +592,9 @@ def add_parser(sub) -> None:
     p.add_argument("--vsr-up-model", default=None,
                    help="upsampler for --down-model's base layers (default: the default pair's upsampler with its "
                         "downsampler, else the '-up' sibling of a downsampler named '...-down', else --model)")
+    p.add_argument("--two-thirds-up-model", default=None,
+                   help="upsampler for vsr23's 2/3 layers (default: vsr's upsampler, which vsr-transcode restores "
+                        "them with)")
     p.add_argument("--device", default="auto", help="network device: auto, cpu, cuda")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--batch", type=int, default=None, help="frames per network call (default: 1 on the CPU, 4 on CUDA)")

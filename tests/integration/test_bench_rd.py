@@ -351,3 +351,12 @@ def test_rd_measures_the_two_thirds_layer_and_a_three_way_auto(tmp_path, tiny_pa
     assert set(data["clips"][0]["bd"]["vmaf"]["vs vsr"]) == {"lanczos23", "vsr23", "auto"}  # against the 2x layer
     md = (out / "rd_libx264.md").read_text()
     assert "| vsr23 there |" in md and "against the best of `native`, `vsr` and `vsr23`" in md
+    # another decoder for the same 2/3 layers (--two-thirds-up-model): the same encodes, other pictures
+    assert main(["rd", str(src), "--pipelines", "native,vsr23", "--two-thirds-up-model", "x2-fast", "--device", "cpu",
+                 "--crf-full", "30,44", "--crf-two-thirds", "26,40", "--no-plots", "--no-lossless-check", "--quiet",
+                 "--out", str(out), "--name", "other"]) == 0
+    other = json.loads((out / "other.json").read_text())
+    assert other["models"]["vsr23"]["upsampler_weights"] == "x2-fast"
+    again = [p for p in other["clips"][0]["points"] if p["pipeline"] == "vsr23"]
+    assert [p["bytes"] for p in again] == [p["bytes"] for p in layer]
+    assert [p["psnr_y"] for p in again] != [p["psnr_y"] for p in layer]
