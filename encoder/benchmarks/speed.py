@@ -241,7 +241,9 @@ def _planes(frames: list[Frame], device: torch.device) -> tuple[torch.Tensor, ..
 
 
 def time_network(engine: Upscaler, frames: list[Frame], *, repeat: int, warmup: int) -> dict:
-    """fps of the network alone, with pack/unpack, and end to end; on CUDA also each one's peak MiB."""
+    """fps of the network alone, with pack/unpack, with pack/unpack and the 2/3 layer's reduction (the
+    x2 output reduced to 3/2 of the input: how a 2/3 layer is restored) and end to end; on CUDA also
+    each one's peak MiB."""
     dev, batch = engine.device, len(frames)
     y, u, v = _planes(frames, dev)
     h, w = frames[0].height, frames[0].width
@@ -253,8 +255,9 @@ def time_network(engine: Upscaler, frames: list[Frame], *, repeat: int, warmup: 
             engine.run_network(packed)
 
     out = {}
+    restore = lambda: engine.upscale_planes_to(y, u, v, bits=8, height=h * 3 // 2, width=w * 3 // 2)  # noqa: E731
     for key, fn in (("network", net), ("network_pack_unpack", lambda: engine.upscale_planes(y, u, v, bits=8)),
-                    ("end_to_end", lambda: engine.upscale_frames(frames))):
+                    ("two_thirds_restore", restore), ("end_to_end", lambda: engine.upscale_frames(frames))):
         if dev.type == "cuda":
             with CudaPeak(dev) as mem:
                 s = timed(fn, dev, repeat=repeat, warmup=warmup)
@@ -558,6 +561,14 @@ def _mb(v) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
+def _two_thirds_cell(row: dict) -> str:
+    """The 2/3 restore's fps and the reduction's share of its time (older reports lack it: "-")."""
+    if "two_thirds_restore" not in row:
+        return "-"
+    restore, x2 = row["two_thirds_restore"]["fps"], row["network_pack_unpack"]["fps"]
+    return f"{restore:.2f} ({100 * (1 - restore / x2):.0f}%)"
+
+
 def markdown(data: dict) -> str:
     info = data["machine"]
     lines = ["# vsr-bench speed", "",
@@ -577,16 +588,19 @@ def markdown(data: dict) -> str:
             rows.append([r["model"], f"{w}x{h}→{2 * w}x{2 * h}", r["device"], r["dtype"], r.get("runtime", "torch"),
                          r["batch"],
                          f"{r['network']['fps']:.2f}", f"{r['network_pack_unpack']['fps']:.2f}",
-                         f"{r['end_to_end']['fps']:.2f}", _mb(r["peak_mb"]),
+                         _two_thirds_cell(r), f"{r['end_to_end']['fps']:.2f}", _mb(r["peak_mb"]),
                          "-" if torch_b is None else f"{torch_b:.3f}",
                          "-" if "VapourSynth resize.Bicubic" not in vs else f"{vs['VapourSynth resize.Bicubic']:.3f}",
                          "-" if "ffmpeg scale flags=bicubic" not in vs else f"{vs['ffmpeg scale flags=bicubic']:.3f}"])
         lines.append(markdown_table(["model", "size", "device", "dtype", "runtime", "batch", "network fps",
-                                     "+pack/unpack fps",
+                                     "+pack/unpack fps", "+2/3 reduction fps",
                                      "end-to-end fps", "peak MB", "× torch bicubic", "× VS Bicubic",
                                      "× ffmpeg bicubic"], rows))
         lines.append("The × columns divide end-to-end fps by the scaler's fps at the same size (torch: same "
-                     "device, dtype, batch); below 1 means the network is that many times slower.")
+                     "device, dtype, batch); below 1 means the network is that many times slower. +2/3 reduction: "
+                     "the +pack/unpack call followed by the antialiased bicubic reduction to 3/2 of the input "
+                     "(kernels.resize; how a 2/3 layer is restored, e.g. 1280x720 → 1920x1080), with its share "
+                     "of that time.")
     if data["scalers"]:
         lines += ["", "## Conventional scalers", ""]
         rows = [[s["scaler"], f"{s['size'][0]}x{s['size'][1]}→{2 * s['size'][0]}x{2 * s['size'][1]}", s["device"],

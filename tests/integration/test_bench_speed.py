@@ -26,7 +26,7 @@ def test_minimal_speed_run_writes_json_and_markdown(tiny_model, tmp_path, capsys
     for other in data["network"][1:]:
         assert other["network_pack_unpack"]["fps"] > 0 and set(other["end_to_end_vs_scaler"]) == set(
             row["end_to_end_vs_scaler"])
-    for key in ("network", "network_pack_unpack", "end_to_end"):
+    for key in ("network", "network_pack_unpack", "two_thirds_restore", "end_to_end"):
         assert row[key]["fps"] > 0 and row[key]["ms_per_frame"] > 0
     assert row["peak_mb"] >= 0  # measured in a fresh process (Linux /proc)
     scalers = {s["scaler"] for s in data["scalers"]}
@@ -45,7 +45,7 @@ def test_minimal_speed_run_writes_json_and_markdown(tiny_model, tmp_path, capsys
     assert capped["threads"] == 1 and capped["fps"] > 0
     assert t["vspipe"]["frames"] == 3 and t["vspipe"]["fps"] > 0  # a real vspipe process ran the .vpy
     md = (out / "s.md").read_text()
-    assert "## Network" in md and "## Conventional scalers" in md and "vspipe -c y4m" in md
+    assert "## Network" in md and "## Conventional scalers" in md and "vspipe -c y4m" in md and "+2/3 reduction fps" in md
     assert "of the slowest single stage" in md and "--threads 1 (network and encoder each)" in md
     assert capsys.readouterr().err == ""  # --quiet
 
