@@ -8,6 +8,7 @@ importing vsr never needs VapourSynth::
     import vsr_plugin
     clip = vsr_plugin.upscale(clip)          # YUV420P8 / YUV420P10, 2x
     small = vsr_plugin.downscale(clip)       # the learned 2x reduction (encoder side)
+    full = vsr_plugin.restore("in.vsr.mkv")  # a base layer restored (decoder side), as the CLI does
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ DEFAULT_PAIR = "codec-perceptual-v2"
 NAMED_PAIRS = {"codec-perceptual": ("codec-aware-v2-down", "perceptual"),
                "codec-perceptual-v2": ("codec-aware-v2-down", "perceptual-v2")}
 
-_VAPOURSYNTH = ("upscale", "downscale", "source")
+_VAPOURSYNTH = ("upscale", "downscale", "source", "restore")
 
 
 def __getattr__(name: str):

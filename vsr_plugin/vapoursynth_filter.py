@@ -1,5 +1,6 @@
-"""VapourSynth surface: ``vsr_plugin.upscale(clip)``, ``vsr_plugin.downscale(clip)`` and a
-PyAV-backed ``vsr_plugin.source(path)``.
+"""VapourSynth surface: ``vsr_plugin.upscale(clip)``, ``vsr_plugin.downscale(clip)``, a
+PyAV-backed ``vsr_plugin.source(path)`` and ``vsr_plugin.restore(path)``, the decoder side of a
+``.vsr.mkv`` base layer as a clip.
 
 The only module that imports :mod:`vapoursynth`. Frames are processed as VapourSynth requests
 them, on its worker threads; each of ``num_streams`` engines runs one frame at a time, so GPU
@@ -12,10 +13,12 @@ from __future__ import annotations
 import queue
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import vapoursynth as vs
 
+from .baselayer import BaseLayerError, parse_tags, resolve_upsampler
 from .engine import Downscaler, Upscaler, resolve_device
 from .media import MediaError, TimedFrame, VideoInput
 from .models import DEFAULT_PAIR, pair_names
@@ -234,3 +237,47 @@ def source(path: str) -> vs.VideoNode:
         return dst
 
     return core.std.ModifyFrame(blank, clips=blank, selector=render)
+
+
+def restore(path: str, *, weights_dir: str | None = None, device: str = "auto", dtype: str | None = None,
+            tile: int | None = None, num_streams: int | None = None, runtime: str = "torch") -> vs.VideoNode:
+    """A ``.vsr.mkv`` base layer (``vsr-transcode in.mp4``'s output) as the full-size clip its tags
+    describe, restored as ``vsr-transcode FILE`` restores it: a 2x layer upscaled by the upsampler its
+    tags name and cropped to the original size, a 2/3 layer upscaled and reduced to it (antialiased
+    bicubic), a full-resolution layer as decoded.
+
+    Args:
+        path: the base-layer file.
+        weights_dir: a folder of weights to search for the upsampler the tags name (by content hash),
+            besides the shipped ones (``vsr-transcode --weights-dir``).
+        device, dtype, tile, num_streams, runtime: as for :func:`upscale`.
+
+    Returns:
+        A clip of the original size in the base layer's format (YUV420P8 / YUV420P10), with
+        :func:`source`'s frame properties.
+    """
+    where = "vsr_plugin.restore"
+    try:
+        with VideoInput(path) as inp:
+            tags = parse_tags(inp.metadata, base_width=inp.width, base_height=inp.height, source=path)
+    except (MediaError, BaseLayerError) as e:
+        raise vs.Error(f"{where}: {e}") from None
+    if tags.width % 2 or tags.height % 2:
+        raise vs.Error(f"{where}: the original is {tags.width}x{tags.height}, odd-sized; VapourSynth's 4:2:0 needs "
+                       "even sizes (vsr-transcode FILE restores it)")
+    clip = source(path)
+    if tags.full_resolution:
+        return core.std.CropAbs(clip, width=tags.width, height=tags.height) \
+            if (clip.width, clip.height) != (tags.width, tags.height) else clip
+    search = (Path(weights_dir),) if weights_dir else ()
+    try:
+        weights = resolve_upsampler(tags, search=search)
+    except ValueError as e:  # BaseLayerError, CheckpointError: not installed, or other weights by that name
+        raise vs.Error(f"{where}: {e}") from None
+    engines = _engines(lambda net: Upscaler(net or weights, device=device, dtype=dtype, tile=tile, batch=1,
+                                            runtime=runtime), where, device, num_streams)
+    if tags.scale == 2:  # a 2x layer may carry padding
+        run = lambda e, f: e.upscale(f).cropped(tags.height, tags.width)  # noqa: E731
+    else:
+        run = lambda e, f: e.upscale_frames_to([f], tags.height, tags.width)[0]  # noqa: E731
+    return _apply(clip, ACCEPTED[clip.format.id], engines, tags.width, tags.height, run)

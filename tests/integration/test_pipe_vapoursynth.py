@@ -1,5 +1,6 @@
 """The y4m pipe between real ffmpeg processes, and the VapourSynth filter through vspipe and in-process."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,58 @@ def test_vs_rejects_other_formats_with_the_accepted_ones(fmt, tiny_model):
     clip = vs.core.std.BlankClip(width=16, height=16, format=getattr(vs, fmt))
     with pytest.raises(vs.Error, match=f"clip format {clip.format.name} is not supported; accepted: YUV420P8, YUV420P10"):
         vsr_plugin.upscale(clip, model=tiny_model)
+
+
+@pytest.mark.skipif(not VSPIPE.exists(), reason="vspipe not installed")
+def test_vspipe_restore_script_equals_the_cli_restore(tmp_path, tiny_pair):
+    """samples/restore.vpy in a real vspipe process: the y4m it writes is the CLI's restore of a 2/3 layer."""
+    from vsr_plugin.cli import main as cli_main
+    from vsr_plugin.measure.video import decode
+
+    down, up, folder = tiny_pair
+    src = make_clip(tmp_path / "in.mkv", size=(96, 64), frames=3, vcodec="ffv1", audio=False)
+    layer, restored, piped = tmp_path / "in.vsr.mkv", tmp_path / "in.restored.mkv", tmp_path / "vs.y4m"
+    assert cli_main([str(src), "--down-model", down, "--up-model", up, "--resolution", "two-thirds",
+                     "--codec", "ffv1", "-q"]) == 0
+    assert cli_main([str(layer), "--weights-dir", folder, "--codec", "ffv1", "-q"]) == 0
+    # paths relative to where vspipe was started (a shell's PWD), though vspipe runs the script from its folder
+    run = subprocess.run([str(VSPIPE), "-c", "y4m", "-a", f"path={layer.name}", "-a", f"weights_dir={folder}",
+                          "-a", "device=cpu", str(REPO / "samples" / "restore.vpy"), piped.name],
+                         capture_output=True, timeout=300, cwd=tmp_path, env={**os.environ, "PWD": str(tmp_path)})
+    assert run.returncode == 0, run.stderr.decode()
+    got, want = decode(piped), decode(restored)
+    assert len(got) == len(want) == 3 and (got[0].width, got[0].height) == (96, 64)
+    assert all(np.array_equal(a.planes[i], b.planes[i]) for a, b in zip(got, want) for i in range(3))
+    bad = subprocess.run([str(VSPIPE), "-c", "y4m", str(REPO / "samples" / "restore.vpy"), "-"], capture_output=True,
+                         timeout=120)
+    assert bad.returncode != 0 and b"give the base layer" in bad.stderr
+
+
+@pytest.mark.parametrize("resolution", ["two-thirds", "half", "full"])
+def test_vs_restore_is_the_cli_restore(tmp_path, tiny_pair, resolution):
+    """vsr_plugin.restore(FILE) gives the frames `vsr-transcode FILE` writes, at the original size: a 2/3
+    layer (64x42 for 96x62) upscaled and reduced, a 2x layer (48x32, padded) upscaled and cropped, a
+    full-resolution layer as it is."""
+    import vsr_plugin
+    from vsr_plugin.cli import main as cli_main
+    from vsr_plugin.measure.video import decode
+
+    down, up, folder = tiny_pair
+    src = make_clip(tmp_path / "in.mkv", size=(96, 62), frames=3, vcodec="ffv1", audio=False)
+    layer, restored = tmp_path / "in.vsr.mkv", tmp_path / "in.restored.mkv"
+    assert cli_main([str(src), "--down-model", down, "--up-model", up, "--resolution", resolution,
+                     "--codec", "ffv1", "-q"]) == 0
+    assert cli_main([str(layer), "--weights-dir", folder, "--codec", "ffv1", "-q"]) == 0
+    clip = vsr_plugin.restore(str(layer), weights_dir=folder, device="cpu")
+    assert (clip.width, clip.height, clip.num_frames, clip.format.id) == (96, 62, 3, vs.YUV420P8)
+    for n, want in enumerate(decode(restored)):
+        got = clip.get_frame(n)
+        assert all(np.array_equal(np.asarray(got[i]), want.planes[i]) for i in range(3))
+    with pytest.raises(vs.Error, match="vsr_plugin.restore: .*not a vsr base layer"):
+        vsr_plugin.restore(str(src))
+    if resolution != "full":  # the upsampler the tags name is not installed (no weights_dir)
+        with pytest.raises(vs.Error, match="vsr_plugin.restore: "):
+            vsr_plugin.restore(str(layer))
 
 
 def test_vs_source_reads_frames_in_any_order(tmp_path):
