@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="pipe mode: vsr-transcode pipe --upscale  (yuv4mpegpipe on stdin and stdout; see vsr-transcode pipe -h)")
     p.add_argument("input", help="input video (mp4, mkv, webm, mov, y4m, ...) or a .vsr.mkv base layer")
     p.add_argument("-o", "--output", help="output file (default next to the input: IN.vsr.mkv when encoding, "
-                                          "IN.restored.mkv when restoring, IN.x2.mkv with --upscale)")
+                                          "IN.restored.mkv when restoring, IN.x2.mkv with --upscale); '-' when "
+                                          "restoring or with --upscale: yuv4mpegpipe on stdout, e.g. for "
+                                          "| ffmpeg -i - ...")
     p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
     p.add_argument("--report", action="store_true",
                    help="measure the round trip on INPUT (bitrate, PSNR-Y, SSIM-Y, VMAF) beside a native encode at "

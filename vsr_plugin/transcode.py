@@ -76,7 +76,12 @@ def default_output(path: str | Path, scale: int) -> Path:
     return p.with_name(f"{p.stem}.x{scale}.mkv")
 
 
+STDOUT = Path("-")  # -o -: the frames as yuv4mpegpipe on stdout (for a pipe into ffmpeg or a player)
+
+
 def check_output(output: Path, *, overwrite: bool, input_path: str) -> None:
+    if output == STDOUT:
+        return
     if output.is_dir():
         raise MediaError(f"output is a directory: {output}; give a file name, e.g. {output / 'out.mkv'}")
     if not output.parent.is_dir():
@@ -148,6 +153,12 @@ def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *
     subtitles copied). The planner runs after the input has proved readable, so a bad input fails
     before any model is loaded. A ``bitrate`` is reached in two passes (:func:`_two_pass`)."""
     check_output(dst, overwrite=overwrite, input_path=str(src))
+    if dst == STDOUT:  # nothing to make atomic; a consumer that stops reading ends the run
+        if format is not None or encode.bitrate is not None:
+            raise MediaError("-o - writes raw yuv4mpegpipe frames on stdout; it does not make a base layer "
+                             "or reach a bitrate")
+        return _encode_pass(src, Path(PIPE_OUT), encode, plan, show_progress=show_progress, format=None,
+                            frames=frames, raw=True, shown_as=Path("stdout"), stop_grace_s=STOP_GRACE_S)
     raw = dst.suffix.lower() == ".y4m" and format is None
     if encode.bitrate is not None and not raw:
         return _two_pass(src, dst, encode, _Replay(plan, REPLAY_BYTES), overwrite=overwrite, show_progress=show_progress,
@@ -159,7 +170,7 @@ def _to_file(src: str | Path, dst: Path, encode: EncodeOptions, plan: Planner, *
 
 def _encode_pass(src: str | Path, out_path: Path, encode: EncodeOptions, plan: Planner, *, show_progress: bool,
                  format: str | None, frames: int | None, raw: bool = False, shown_as: Path | None = None,
-                 label: str = "") -> TranscodeResult:
+                 label: str = "", stop_grace_s: float = FILE_STOP_GRACE_S) -> TranscodeResult:
     """One run of the whole input through the planned frames function into ``out_path``."""
     shown_as = shown_as or out_path
     with VideoInput(src, max_frames=frames) as inp:
@@ -175,7 +186,7 @@ def _encode_pass(src: str | Path, out_path: Path, encode: EncodeOptions, plan: P
             first_pass = encode.rate_pass is not None and encode.rate_pass.number == 1  # analysis only
             out = VideoOutput(out_path, job.info, encode, [] if first_pass else inp.copy_streams, format=format,
                               tags=job.tags, source=None if first_pass else inp)
-        stats = _run(out, source, job.fn, job.batch, progress)
+        stats = _run(out, source, job.fn, job.batch, progress, stop_grace_s=stop_grace_s)
     return TranscodeResult(str(src), str(shown_as), (inp.width, inp.height), (job.info.width, job.info.height),
                            stats.frames_out, stats, inp.truncated, inp.truncation_reason, job.engine,
                            inp.damaged_packets, inp.damage_reason, rate=job.info.rate)
@@ -415,7 +426,8 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
     with VideoInput(src) as inp:
         tags = parse_tags(inp.metadata, base_width=inp.width, base_height=inp.height, source=str(src))
         coded = (inp.width, inp.height)
-    if tags.full_resolution and coded == (tags.width, tags.height) and frames is None and dst.suffix.lower() != ".y4m":
+    if (tags.full_resolution and coded == (tags.width, tags.height) and frames is None and dst != STDOUT
+            and dst.suffix.lower() != ".y4m"):
         return copy_full_layer(src, dst, overwrite=overwrite)
 
     def plan(inp: VideoInput, first: Frame) -> Plan:

@@ -187,6 +187,35 @@ def test_vs_rejects_other_formats_with_the_accepted_ones(fmt, tiny_model):
         vsr_plugin.upscale(clip, model=tiny_model)
 
 
+def test_restore_and_upscale_to_stdout_are_the_file_outputs(tmp_path, tiny_pair):
+    """-o - writes yuv4mpegpipe on stdout (nothing else): a restored 2/3 layer and an --upscale, each frame for
+    frame what the file output holds; a base layer cannot go to stdout."""
+    from vsr_plugin.cli import main as cli_main
+    from vsr_plugin.measure.video import decode
+
+    down, up, folder = tiny_pair
+    src = make_clip(tmp_path / "in.mkv", size=(96, 64), frames=3, vcodec="ffv1", audio=False)
+    layer = tmp_path / "in.vsr.mkv"
+    assert cli_main([str(src), "--down-model", down, "--up-model", up, "--resolution", "two-thirds",
+                     "--codec", "ffv1", "-q"]) == 0
+    cases = [([str(layer), "--weights-dir", folder], tmp_path / "in.restored.mkv"),
+             ([str(src), "--upscale", "--model", up], tmp_path / "in.x2.mkv")]
+    for argv, file_out in cases:
+        assert cli_main(argv + ["--codec", "ffv1", "-q"]) == 0
+        run = subprocess.run([sys.executable, "-m", "vsr_plugin.cli", *argv, "-o", "-"], capture_output=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr.decode()
+        assert run.stdout.startswith(b"YUV4MPEG2 ") and b"vsr-transcode" in run.stderr  # the summary: stderr
+        (tmp_path / "out.y4m").write_bytes(run.stdout)
+        got, want = decode(tmp_path / "out.y4m"), decode(file_out)
+        assert len(got) == len(want) == 3 and (got[0].width, got[0].height) == (want[0].width, want[0].height)
+        assert all(np.array_equal(a.planes[i], b.planes[i]) for a, b in zip(got, want) for i in range(3))
+    run = subprocess.run([sys.executable, "-m", "vsr_plugin.cli", str(src), "--resolution", "half", "-o", "-"],
+                         capture_output=True, timeout=300)
+    err = run.stderr.decode().strip().splitlines()
+    assert run.returncode != 0 and run.stdout == b"" and len(err) == 1 and "a base layer is a Matroska file" in err[0]
+
+
 @pytest.mark.skipif(not VSPIPE.exists(), reason="vspipe not installed")
 def test_vspipe_restore_script_equals_the_cli_restore(tmp_path, tiny_pair):
     """samples/restore.vpy in a real vspipe process: the y4m it writes is the CLI's restore of a 2/3 layer."""
