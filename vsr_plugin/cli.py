@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upscale", action="store_true", help="2x super-resolution of any video")
     p.add_argument("--report", action="store_true",
                    help="measure the round trip on INPUT (bitrate, PSNR-Y, SSIM-Y, VMAF) beside a native encode at "
-                        "the same bitrate and a conventional pipeline; prints a table, writes no video (the 2x layer "
-                        "beside bicubic 2x; with --resolution two-thirds, the 2/3 layer beside its base layer "
-                        "restored by Lanczos-3)")
+                        "the same bitrate and a conventional pipeline; prints a table, writes no video. The layer is "
+                        "the one --resolution auto chooses (at full size: the one closest on the probes) at the CRF "
+                        "it would be coded at, or the one --resolution names at --crf (the 2x layer beside bicubic "
+                        "2x; the 2/3 layer beside its base layer restored by Lanczos-3)")
     p.add_argument("--frames", type=int, default=None,
                    help="use the first N frames only (with the audio and subtitles up to them)")
     p.add_argument("--report-json", default=None, help="with --report: also write every number to this JSON file")
@@ -298,23 +299,43 @@ def _decide(args: argparse.Namespace, encode, up_path: Path):
 def _report(args: argparse.Namespace) -> int:
     from .atomic import write_bytes_atomic
     from .models import pair_names, resolve_weights
+    from .resolution import LAYER_WORDS
     from .transcode_report import ReportOptions, run_report
 
     if args.upscale:
         raise ValueError("--report measures the encoder side's round trip; it does not combine with --upscale")
     if args.resolution == "full":
         raise ValueError("--report measures a layer against the native encode; --resolution full has no layer "
-                         "(give half or two-thirds; auto reports the 2x layer)")
+                         "(give half or two-thirds, or auto: the layer auto chooses)")
     if bool(args.down_model) != bool(args.up_model):
         raise ValueError("--down-model and --up-model go together (a downsampler and the upsampler trained with it)")
     down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
-    up = str(resolve_weights(args.up_model or pair_names(args.pair)[1]))
-    opts = ReportOptions(down_model=down, up_model=up, codec=args.codec or "libx264", crf=args.crf,
+    up = resolve_weights(args.up_model or pair_names(args.pair)[1])
+    codec, layer, crf, decided = args.codec or "libx264", args.resolution, args.crf, None
+    if layer == "auto":  # the probes of the encode; the layer they choose, at the CRF it would be coded at
+        from .measure.ladder import DEFAULT_PRESET
+        from .media import EncodeOptions
+
+        encode = EncodeOptions(codec=codec, crf=args.crf, preset=args.preset or DEFAULT_PRESET.get(codec),
+                               bitrate=parse_bitrate(args.bitrate), tune=args.tune)
+        decision = _decide(args, encode, up)
+        decided = decision.summary()
+        if not args.quiet:
+            print(f"vsr-transcode: {decided}", file=sys.stderr)
+        layer = decision.choice if decision.choice != "full" else decision.best.name
+        crf = decision.layer(layer).crf
+    opts = ReportOptions(down_model=down, up_model=str(up), codec=codec, crf=crf,
                          bitrate=parse_bitrate(args.bitrate), preset=args.preset, tune=args.tune, frames=args.frames,
-                         layer="two-thirds" if args.resolution == "two-thirds" else "half",
-                         engine={"device": args.device, "dtype": args.dtype, "batch": args.batch,
-                                 "runtime": args.runtime})
+                         layer=layer, engine={"device": args.device, "dtype": args.dtype, "batch": args.batch,
+                                              "runtime": args.runtime})
     md, data = run_report(args.input, opts, quiet=args.quiet)
+    if decided is not None:
+        data["decision"] = decided
+        head = (f"`--resolution auto` codes this clip as the {LAYER_WORDS[layer]}; it is measured below"
+                if layer == decision.choice else
+                f"`--resolution auto` codes this clip at full resolution (the native encode); the layer that came "
+                f"closest on the probes, the {LAYER_WORDS[layer]}, is measured below")
+        md = f"{head} ({decided}).\n\n{md}"
     print(md, end="")
     if args.report_json:
         import json

@@ -45,6 +45,7 @@ from .measure.vmaf import DEFAULT_MODEL
 from .media import CRF_RANGE, DEFAULT_CRF
 
 LAYERS = ("two-thirds", "half")  # the reduced layers auto may choose (baselayer.RESOLUTIONS), probed in this order
+LAYER_WORDS = {"half": "2x layer", "two-thirds": "2/3 layer"}  # how messages name them
 
 METRICS = ("vmaf", "psnr")  # psnr: PSNR-Y
 SEGMENT_SECONDS = 1.0        # one probe segment (0.5 s favoured the 2x layer by 2-4 VMAF more, measured)
@@ -184,7 +185,7 @@ class Decision:
         unit = "VMAF" if self.metric == "vmaf" else "dB PSNR-Y"
         side = "full (native)"
         if self.choice != "full":
-            what = {"half": "2x layer", "two-thirds": "2/3 layer"}[self.choice]
+            what = LAYER_WORDS[self.choice]
             side = f"{self.choice} ({what}" + (f", CRF {self.layer_crf:g})" if self.layer_crf is not None else ")")
         short = ""
         if self.choice == "full" and self.margin > 0:

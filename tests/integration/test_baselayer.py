@@ -170,7 +170,7 @@ def test_report_compares_with_native_at_the_same_bitrate(tmp_path, tiny_pair, ca
     down, up, _ = tiny_pair
     out = tmp_path / "r.json"
     assert main(["--report", str(src), "--down-model", down, "--up-model", up, "--crf", "26", "--preset", "fast",
-                 "--report-json", str(out), "-q"]) == 0
+                 "--resolution", "half", "--report-json", str(out), "-q"]) == 0
     table = capsys.readouterr().out
     assert "| vsr (pair: 2x down + upsampler) | CRF 26 |" in table and "| native (full resolution) |" in table
     data = json.loads(out.read_text())
@@ -245,6 +245,31 @@ def test_x265_is_refused_for_pictures_it_corrupts_memory_on(tmp_path, tiny_pair,
     assert main([str(src), "-o", str(out), "--down-model", down, "--up-model", up, "--resolution", "two-thirds",
                  "--codec", "libx265", "-q"]) == 0
     assert read_back(out)["width"] == 64
+
+
+def test_report_with_auto_measures_the_layer_auto_chooses_at_its_crf(tmp_path, tiny_pair, capsys):
+    """The default --resolution auto: the encode's probes decide; the report measures the chosen layer
+    (at full size: the one closest on the probes) at the CRF the encode would use, and says so."""
+    import json
+    import re
+
+    src = make_clip(tmp_path / "in.mp4", size=(96, 64), frames=6, audio=False)
+    down, up, _ = tiny_pair
+    out = tmp_path / "r.json"
+    assert main(["--report", str(src), "--down-model", down, "--up-model", up, "--crf", "30", "--preset", "fast",
+                 "--report-json", str(out)]) == 0
+    got = capsys.readouterr()
+    data = json.loads(out.read_text())
+    decided = data["decision"]
+    assert decided.startswith("resolution auto: ") and f"vsr-transcode: {decided}" in got.err
+    first = got.out.splitlines()[0]
+    assert first.startswith("`--resolution auto` codes this clip ") and decided in first
+    assert data["layer"] in ("half", "two-thirds")
+    if decided.startswith("resolution auto: full"):
+        assert "at full resolution (the native encode)" in first
+    else:
+        crf = float(re.search(r"CRF ([0-9.]+)\)", decided).group(1))
+        assert decided.startswith(f"resolution auto: {data['layer']} ") and data["points"]["vsr"]["crf"] == crf
 
 
 def test_report_measures_the_two_thirds_layer_when_asked(tmp_path, tiny_pair, capsys):
