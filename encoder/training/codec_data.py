@@ -27,7 +27,6 @@ import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ from .codec import round_trip
 from .data import SRPair, bicubic_resize_rgb, load_rgb
 
 CODECS = {"x264": "libx264", "x265": "libx265"}
-LAYERS = ("half", "two-thirds")
+LAYERS = tuple(word for word, scale in RESOLUTIONS.items() if scale != 1)  # the reduced layers: half, two-thirds
 CACHE_VERSION = 1
 
 
@@ -101,11 +100,6 @@ class DegradeSpec:
             raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {self.layer!r}")
         if self.layer == "two-thirds" and self.size % 12:
             raise ValueError(f"a two-thirds layer's window must be a multiple of 12, got {self.size}")
-
-    @property
-    def ratio(self) -> Fraction:
-        """HR side over base-layer side: 2 or 3/2."""
-        return RESOLUTIONS[self.layer]
 
     def described(self) -> dict:
         """The spec as the cache records it (``layer`` only when it is not ``half``, so the 2x layer's

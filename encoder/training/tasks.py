@@ -132,7 +132,7 @@ class SRTask:
         return sr if size is None else kernels.resize_planes_float(*sr, height=size[0], width=size[1],
                                                                    kernel=REDUCTION_KERNEL)
 
-    def _picture(self, planes: Planes, lr: Planes) -> Planes:
+    def to_picture(self, planes: Planes, lr: Planes) -> Planes:
         """Upscaled code planes as the picture (the product's rounded reduction for a two-thirds layer)."""
         size = self.picture_size(lr)
         return planes if size is None else kernels.resize(*planes, height=size[0], width=size[1],
@@ -150,12 +150,12 @@ class SRTask:
         sse, count, images = 0.0, 0, []
         for pair in pairs:
             lr = _to_planes(pair.lr, self.device)
-            sr = _frame(pair.hr, self._picture(_upscale(net, lr, s), lr))
+            sr = _frame(pair.hr, self.to_picture(_upscale(net, lr, s), lr))
             e, n = _psnr_y(sr.y, pair.hr.y, s)
             sse, count = sse + e, count + n
             if len(images) < self.cfg.samples:
                 zero = torch.zeros(1, 6 * s * s, *lr[1].shape[1:], device=self.device)
-                base = _frame(pair.hr, self._picture(kernels.unpack_upscale(zero, *lr, bits=8, scale=s), lr))
+                base = _frame(pair.hr, self.to_picture(kernels.unpack_upscale(zero, *lr, bits=8, scale=s), lr))
                 images.append(_side_by_side(base, sr, pair.hr))
         return [sse, float(count)], images
 

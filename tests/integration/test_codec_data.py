@@ -142,7 +142,7 @@ def test_two_thirds_training_restores_as_vsr_transcode_does(image_dir, tmp_path)
     # validation's picture is the engine's 2/3 restore, sample for sample
     engine = Upscaler(tmp_path / "run" / "best", device="cpu", dtype="fp32", backend="torch")
     want = engine.upscale_planes_to(*lr, bits=8, height=72, width=72)
-    got = task._picture(_upscale(net.to(memory_format=torch.channels_last), lr, 2), lr)
+    got = task.to_picture(_upscale(net.to(memory_format=torch.channels_last), lr, 2), lr)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     # training's loss sees the same picture, unrounded (bf16 off: within rounding of the codes)
     with torch.no_grad():
