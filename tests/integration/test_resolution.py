@@ -292,3 +292,17 @@ def test_docs_rerender_rd_recomputes_the_auto_tables_of_a_saved_report(tmp_path,
     assert half and all(a["vsr"] == a["quality"] and "vsr_chord" in a for a in half)
     assert "| vsr chord |" in (tmp_path / "r.md").read_text()
     assert rerender([str(tmp_path / "missing.json")]) == 2 and "usage" in capsys.readouterr().err
+
+
+def test_every_map_of_the_layers_names_the_same_sizes():
+    """The layer names are keys in several maps, each for its own concern (format versions, probe order,
+    messages, report labels, rd pipelines, training caches): all name the sizes baselayer defines."""
+    from encoder.benchmarks.rd import AUTO_SIDES
+    from encoder.training.codec_data import LAYERS as TRAINED
+    from vsr_plugin import resolution, transcode_report
+    from vsr_plugin.baselayer import RESOLUTIONS
+
+    reduced = {word for word, scale in RESOLUTIONS.items() if scale != 1}
+    assert reduced == {"half", "two-thirds"} and set(RESOLUTIONS) == set(AUTO_SIDES)
+    for names in (resolution.LAYERS, resolution.LAYER_WORDS, transcode_report.LAYERS, TRAINED):
+        assert set(names) == reduced
