@@ -270,6 +270,11 @@ def test_report_with_auto_measures_the_layer_auto_chooses_at_its_crf(tmp_path, t
     else:
         crf = float(re.search(r"CRF ([0-9.]+)\)", decided).group(1))
         assert decided.startswith(f"resolution auto: {data['layer']} ") and data["points"]["vsr"]["crf"] == crf
+    # at a bitrate: the probes decide at that rate and both sides are coded at it
+    assert main(["--report", str(src), "--down-model", down, "--up-model", up, "--bitrate", "300k", "--preset", "fast",
+                 "--report-json", str(out), "-q"]) == 0
+    data = json.loads(out.read_text())
+    assert " at 300 kbps on the probes" in data["decision"] and data["points"]["vsr"]["crf"] is None
 
 
 def test_report_measures_the_two_thirds_layer_when_asked(tmp_path, tiny_pair, capsys):
