@@ -563,9 +563,11 @@ def resize_plane(plane: torch.Tensor, height: int, width: int, *, kernel: str, b
     return out.clamp_(0, m).to(plane_dtype(bits))
 
 
+@functools.lru_cache(maxsize=64)
 def resize_matrix(src: int, dst: int, kernel: str, device: torch.device) -> torch.Tensor:
     """:func:`resize_taps` as a dense float32 ``(dst, src)`` matrix of weights (the integer taps over
-    2**14): ``matrix @ x`` resizes an axis with the weights of :func:`resize_plane`."""
+    2**14): ``matrix @ x`` resizes an axis with the weights of :func:`resize_plane`. Made once per size,
+    kernel and device (training resizes every step); shared, so read-only."""
     indices, weights = resize_tables(src, dst, kernel, device)
     matrix = torch.zeros((dst, src), dtype=torch.float64, device=device)
     matrix.scatter_add_(1, indices, weights.to(torch.float64))  # padded taps repeat an index with weight 0

@@ -249,14 +249,8 @@ def _encode(args: argparse.Namespace, encode) -> int:
     up_info = read_info(up_path)
     resolution, reason = args.resolution, ""
     if resolution == "auto":
-        from .measure.ladder import DEFAULT_PRESET
-
-        if encode.preset is None and encode.codec in DEFAULT_PRESET:  # probes and encode alike
-            encode = replace(encode, preset=DEFAULT_PRESET[encode.codec])
-        decision = _decide(args, encode, up_path)
+        encode, decision = _decide(args, encode, up_path)
         resolution, reason = decision.choice, decision.summary()
-        if not args.quiet:
-            print(f"vsr-transcode: {reason}", file=sys.stderr)
         if decision.layer_crf is not None:
             encode = replace(encode, crf=decision.layer_crf)
     if resolution == "half":
@@ -279,21 +273,29 @@ def _encode(args: argparse.Namespace, encode) -> int:
 
 
 def _decide(args: argparse.Namespace, encode, up_path: Path):
-    """``--resolution auto``: the probes, with the models and encoder settings of the real encode."""
-    from .measure.ladder import RD_CODECS, native, two_thirds, vsr
+    """``--resolution auto``: the probes, with the models and encoder settings of the real encode (the
+    codec's default preset where none is given, for the probes and the encode alike); the summary line
+    on stderr. Returns the encode options and the decision."""
+    from dataclasses import replace
+
+    from .measure.ladder import DEFAULT_PRESET, RD_CODECS, native, two_thirds, vsr
     from .models import pair_names, resolve_weights
     from .resolution import ProbeOptions, decide
 
     if encode.codec not in RD_CODECS:
         raise ValueError(f"--resolution auto compares lossy encodes at one rate; {encode.codec} is lossless "
                          "(use --resolution half or full)")
+    if encode.preset is None and encode.codec in DEFAULT_PRESET:
+        encode = replace(encode, preset=DEFAULT_PRESET[encode.codec])
     down = str(resolve_weights(args.down_model or pair_names(args.pair)[0]))
     engine = {"device": args.device, "dtype": args.dtype, "batch": args.batch, "runtime": args.runtime}
     opts = ProbeOptions(codec=encode.codec, preset=encode.preset, crf=encode.crf, bitrate=encode.bitrate,
                         tune=encode.tune, metric=args.metric, frames=args.frames)
     say = (lambda text: None) if args.quiet else (lambda text: print(f"vsr-transcode: {text}", file=sys.stderr))
     layers = {"half": vsr(down, str(up_path), engine), "two-thirds": two_thirds(str(up_path), engine)}
-    return decide(args.input, native(), layers, opts, say=say)
+    decision = decide(args.input, native(), layers, opts, say=say)
+    say(decision.summary())
+    return encode, decision
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -313,15 +315,12 @@ def _report(args: argparse.Namespace) -> int:
     up = resolve_weights(args.up_model or pair_names(args.pair)[1])
     codec, layer, crf, decided = args.codec or "libx264", args.resolution, args.crf, None
     if layer == "auto":  # the probes of the encode; the layer they choose, at the CRF it would be coded at
-        from .measure.ladder import DEFAULT_PRESET
         from .media import EncodeOptions
 
-        encode = EncodeOptions(codec=codec, crf=args.crf, preset=args.preset or DEFAULT_PRESET.get(codec),
-                               bitrate=parse_bitrate(args.bitrate), tune=args.tune)
-        decision = _decide(args, encode, up)
+        encode = EncodeOptions(codec=codec, crf=args.crf, preset=args.preset, bitrate=parse_bitrate(args.bitrate),
+                               tune=args.tune)
+        decision = _decide(args, encode, up)[1]
         decided = decision.summary()
-        if not args.quiet:
-            print(f"vsr-transcode: {decided}", file=sys.stderr)
         layer = decision.choice if decision.choice != "full" else decision.best.name
         crf = decision.layer(layer).crf
     opts = ReportOptions(down_model=down, up_model=str(up), codec=codec, crf=crf,

@@ -8,6 +8,7 @@ orchestration over :mod:`media`, :mod:`pipeline` and :mod:`engine`: each job is 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -414,6 +415,14 @@ def read_base_layer_tags(src: str | Path) -> BaseLayerTags | None:
         return parse_tags(inp.metadata, base_width=inp.width, base_height=inp.height, source=str(src))
 
 
+def restore_frames(engine: Upscaler, tags: BaseLayerTags, frames: list[Frame]) -> list[Frame]:
+    """A reduced layer's decoded frames at the original size its tags give: a 2/3 layer upscaled, then
+    reduced to it; a 2x layer upscaled and cropped (it may carry padding)."""
+    if tags.scale != 2:
+        return engine.upscale_frames_to(frames, tags.height, tags.width)
+    return [f.cropped(tags.height, tags.width) for f in engine.upscale_frames(frames)]
+
+
 def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Callable[[Path], Upscaler],
                        encode: EncodeOptions, *, overwrite: bool = False, show_progress: bool = True,
                        search: tuple[Path, ...] = (), frames: int | None = None) -> TranscodeResult:
@@ -435,15 +444,8 @@ def restore_base_layer(src: str | Path, dst: str | Path | None, make_engine: Cal
             return Plan(stream_info(inp, first, size=(tags.width, tags.height)),
                         lambda fs: [f.cropped(tags.height, tags.width) for f in fs], 8, "full resolution, cropped")
         engine = make_engine(resolve_upsampler(tags, search=search))
-
-        def restore(frames: list[Frame]) -> list[Frame]:
-            if tags.scale != 2:  # a 2/3 layer: x2, then reduced to the original size
-                return engine.upscale_frames_to(frames, tags.height, tags.width)
-            # a 2x layer may carry padding
-            return [f.cropped(tags.height, tags.width) for f in engine.upscale_frames(frames)]
-
-        return Plan(stream_info(inp, first, size=(tags.width, tags.height)), restore, engine.options.batch,
-                    repr(engine))
+        return Plan(stream_info(inp, first, size=(tags.width, tags.height)),
+                    functools.partial(restore_frames, engine, tags), engine.options.batch, repr(engine))
 
     return _to_file(src, dst, encode, plan, overwrite=overwrite, show_progress=show_progress, frames=frames)
 

@@ -22,6 +22,7 @@ from .baselayer import BaseLayerError, parse_tags, resolve_upsampler
 from .engine import Downscaler, Upscaler, resolve_device
 from .media import MediaError, TimedFrame, VideoInput
 from .models import DEFAULT_PAIR, pair_names
+from .transcode import restore_frames
 from .yuv import CHROMA_LOCATIONS, Colorimetry, Frame
 
 core = vs.core
@@ -276,8 +277,5 @@ def restore(path: str, *, weights_dir: str | None = None, device: str = "auto", 
         raise vs.Error(f"{where}: {e}") from None
     engines = _engines(lambda net: Upscaler(net or weights, device=device, dtype=dtype, tile=tile, batch=1,
                                             runtime=runtime), where, device, num_streams)
-    if tags.scale == 2:  # a 2x layer may carry padding
-        run = lambda e, f: e.upscale(f).cropped(tags.height, tags.width)  # noqa: E731
-    else:
-        run = lambda e, f: e.upscale_frames_to([f], tags.height, tags.width)[0]  # noqa: E731
-    return _apply(clip, ACCEPTED[clip.format.id], engines, tags.width, tags.height, run)
+    return _apply(clip, ACCEPTED[clip.format.id], engines, tags.width, tags.height,
+                  lambda e, f: restore_frames(e, tags, [f])[0])

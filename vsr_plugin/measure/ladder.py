@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from ..baselayer import base_size
+from ..baselayer import RESOLUTIONS, base_size
 from ..media import CRF_RANGE, EncodeOptions, MediaError
 from ..yuv import Frame
 from . import metrics
@@ -141,7 +141,7 @@ def two_thirds(up_model: str, engine_options: dict) -> Pipeline:
 
     return Pipeline("vsr23", f"Lanczos-3 down to 2/3 (sides rounded to even), encode, vsr upsampler {engine!r} x2 "
                              "then antialiased bicubic to the original size",
-                    down=_two_thirds_down(engine_options.get("device", "auto")), up=up, scale=Fraction(3, 2),
+                    down=_two_thirds_down(engine_options.get("device", "auto")), up=up, scale=RESOLUTIONS["two-thirds"],
                     models={"upsampler": repr(engine), "upsampler_weights": str(up_model),
                             "upsampler_sha256": _sha(engine)})
 
@@ -154,7 +154,7 @@ def conventional_two_thirds() -> Pipeline:
         return Resizer(h, w, kernel="lanczos", device="cpu").resize_frames(frames)
 
     return Pipeline("lanczos23", "Lanczos-3 down to 2/3 (sides rounded to even), encode, Lanczos-3 up to the "
-                                 "original size", down=_two_thirds_down("cpu"), up=up, scale=Fraction(3, 2))
+                                 "original size", down=_two_thirds_down("cpu"), up=up, scale=RESOLUTIONS["two-thirds"])
 
 
 def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str, str]:
