@@ -526,8 +526,8 @@ def resize_taps(src: int, dst: int, kernel: str) -> tuple[tuple[tuple[int, ...],
 @functools.lru_cache(maxsize=64)
 def resize_tables(src: int, dst: int, kernel: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`resize_taps` as int64 index and int64 weight tensors ``(dst, taps)`` on ``device``, made once
-    per size, kernel and device (building them from the taps took a third of a 1440p -> 1080p resize on
-    the CPU); shared, so read-only."""
+    per size, kernel and device (rebuilt on every call they slowed the CPU resize: docs/benchmarks.md,
+    Speed (CPU)); shared, so read-only."""
     indices, weights = resize_taps(src, dst, kernel)
     return (torch.tensor(indices, dtype=torch.int64, device=device),
             torch.tensor(weights, dtype=torch.int64, device=device))
