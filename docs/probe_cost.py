@@ -27,7 +27,7 @@ from vsr_plugin.media import VideoInput
 
 CLI = [sys.executable, "-m", "vsr_plugin.cli"]
 DECISION = re.compile(r"resolution auto: (half|two-thirds|full) (?:\((?:2x|2/3) layer, CRF ([0-9.]+)\)|\(native\)) .* "
-                      r"\((?:[a-z-]+ )?([-+][0-9.]+)(?:, short of the [0-9.]+ lead it needs)?\); "
+                      r"\((?:[a-z-]+ )?([-+][0-9.]+)(?:, short of the [0-9.]+ lead it needs)?(?:, [a-z-]+ not probed)*\); "
                       r"(?:(\d+) segment\(s\), (\d+) frames|the whole clip \((\d+) frames\)), "
                       r"(\d+) probe encodes in ([0-9.]+) s")
 

@@ -165,6 +165,7 @@ def auto_points(runner: LadderRunner, pipes: dict[str, Pipeline], done: list[dic
                 "margin": dec.margin, "layer_crf": dec.layer_crf, "probe_s": dec.probe_s,
                 "probe_frames": dec.probe_frames, "segments": dec.segments,
                 "layers": {e.name: {"quality": e.quality, "crf": e.crf} for e in dec.layers},
+                "unprobed": list(dec.unprobed),
                 "probes": {"full": [p.__dict__ for p in dec.full],
                            **{e.name: [p.__dict__ for p in e.probes] for e in dec.layers}}})
             points.append(point)

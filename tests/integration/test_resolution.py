@@ -98,6 +98,10 @@ def test_a_layer_needs_a_lead_on_the_probes():
     assert line.startswith("resolution auto: two-thirds (2/3 layer, CRF 29.1) — at 1564 kbps on the probes, full "
                            "88.70, two-thirds 89.00, half 88.60 VMAF (two-thirds +0.30); ")
     assert DECISION.search(line).groups() == ("two-thirds", "29.1", "+0.30", "1", "24", None, "5", "14.2")
+    alone = dataclasses.replace(close, layers=(dataclasses.replace(thirds, quality=88.2),), unprobed=("half",))
+    line = alone.summary()  # the 2/3 layer lost: the 2x layer, which loses by more, was not probed
+    assert "full 88.70, two-thirds 88.20 VMAF (two-thirds -0.50, half not probed); " in line
+    assert DECISION.search(line).groups() == ("full", None, "-0.50", "1", "24", None, "4", "14.2")
 
 
 def test_full_resolution_tags_are_checked():
@@ -119,7 +123,10 @@ def test_fine_noise_at_a_high_rate_stays_at_full_resolution_and_restores_by_copy
     assert main([str(src), "--crf", "18", "--metric", "psnr"]) == 0
     err = capsys.readouterr().err
     line = next(ln for ln in err.splitlines() if "resolution auto:" in ln)
-    assert "full (native)" in line and "half" in line and "probe encodes in" in line
+    assert "full (native)" in line and "probe encodes in" in line
+    # the 2/3 layer reads below full size, so the 2x layer (further below) is not probed: 2 + 1 or 2 encodes
+    assert ", two-thirds " in line and ", half not probed)" in line and line.count("half") == 1
+    assert " 3 probe encodes in " in line or " 4 probe encodes in " in line
     assert "the whole clip (50 frames)" in line  # 2 s: probed whole
     tags = _tags(layer)
     assert (tags["VSR_RESOLUTION"], tags["VSR_SCALE"], tags["VSR_FORMAT_VERSION"]) == ("full", "1", "2")
@@ -254,6 +261,23 @@ def test_y4m_probes_decode_from_the_start(tmp_path):
     clip, _, _ = read_segments(y4m, lambda n, fps: [(4, 3)])
     assert len(clip.frames) == 3
     assert all(pa.tobytes() == pb.tobytes() for a, b in zip(clip.frames, whole[4:7]) for pa, pb in zip(a.planes, b.planes))
+
+
+def test_recorded_decisions_back_skipping_the_2x_probes_when_the_2_3_layer_loses():
+    """decide() stops probing after a layer that reads below full size: in every three-way decision the
+    committed rd reports recorded (both layers probed), the 2x layer read below the 2/3 layer there."""
+    checked = skipped = 0
+    for report in sorted((REPO / "docs" / "results").glob("rd_*three_way*.json")):
+        for clip in json.loads(report.read_text())["clips"]:
+            for point in clip["points"]:
+                d = point.get("decision") or {}
+                layers = d.get("layers", {})
+                if {"half", "two-thirds"} <= set(layers):
+                    checked += 1
+                    if layers["two-thirds"]["quality"] <= d["full_quality"]:
+                        skipped += 1
+                        assert layers["half"]["quality"] < layers["two-thirds"]["quality"], (report.name, clip["name"])
+    assert checked >= 60 and skipped >= 10
 
 
 def test_docs_auto_rate_reads_the_half_decisions_of_a_report():
