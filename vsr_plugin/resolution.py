@@ -24,7 +24,7 @@ one clip at the user's rate, with the models the clip would be coded with:
   chosen. The layers are probed largest first, and one that does not beat the full side at all ends
   the probing: a smaller layer then loses by more (in all 78 three-way decisions recorded in
   docs/results, x264 and x265, VMAF and PSNR-Y, the 2x layer read below the 2/3 layer in each of the
-  18 where the 2/3 layer read below full size, by 0.5 to 5.9; those were 24 of the 401 probe encodes).
+  18 where the 2/3 layer read below full size, by 0.6 to 5.6 VMAF or dB; 24 of the 401 probe encodes).
 * **The rate**: with ``--bitrate B`` both sides are compared at B (the full side's probe CRFs are
   searched to straddle it); with ``--crf C`` the target is the rate a full-resolution encode at CRF C
   spends, and a chosen reduced layer gets the CRF that spends the same (its CRF found on the probes).
