@@ -13,6 +13,8 @@ Steps:
    * upsampler, 1920x1080 -> 3840x2160: ``pack`` (block 2), ``unpack_upscale``, and ``unpack``;
    * downsampler (encoder side), 1920x1080 -> 960x540: ``pack`` with block 4 of the full-resolution
      frame (``pack_b4``) and ``unpack_downscale``;
+   * the 2/3 layer's restore, after the upsampler's x2 of 1280x720: ``resize`` 2560x1440 -> 1920x1080
+     (antialiased bicubic, as the engine reduces; its int64 scratch is not counted in the bytes);
    plus the sum of each network's pack and unpack.
 3. Achieved bandwidth = (bytes of every input + bytes of every output) / time, as a fraction of
    the card's peak (queried from the device, or ``--bandwidth-gbs``) and of a measured
@@ -44,10 +46,11 @@ REPO = Path(__file__).resolve().parent.parent
 LR_H, LR_W = 1080, 1920   # the upsampler's input frame (output: SCALE times larger)
 SCALE = 2
 HR_H, HR_W = 1080, 1920   # the downsampler's input frame (output: 960x540)
+X2_H, X2_W = 1440, 2560   # the x2 of a 1080p picture's 2/3 layer, reduced to HR_W x HR_H by "resize"
 # Benchmark cases: name -> the kernels op it runs. "pack" is the upsampler's (block 2, LR frame),
 # "pack_b4" the downsampler's (block 4, HR frame).
 CASES = {"pack": "pack", "unpack_upscale": "unpack_upscale", "unpack": "unpack", "pack_b4": "pack",
-         "unpack_downscale": "unpack_downscale"}
+         "unpack_downscale": "unpack_downscale", "resize": "resize"}
 OPS = tuple(CASES)
 PATHS = {"Upsampler path (pack + unpack_upscale)": ("pack", "unpack_upscale"),
          "Downsampler path (pack_b4 + unpack_downscale)": ("pack_b4", "unpack_downscale")}
@@ -85,6 +88,11 @@ def make_inputs(case: str, batch: int, bits: int, device: str) -> tuple[tuple, d
             return torch.empty(shape, dtype=torch.float16, device=device)
         return (torch.randn(shape, device=device) * scale).clamp_(-1, 1).to(torch.float16)
 
+    if case == "resize":
+        from vsr_plugin.engine import REDUCTION_KERNEL
+
+        x2 = (codes(batch, X2_H, X2_W), codes(batch, X2_H // 2, X2_W // 2), codes(batch, X2_H // 2, X2_W // 2))
+        return x2, dict(height=HR_H, width=HR_W, kernel=REDUCTION_KERNEL, bits=bits)
     if case in ("pack_b4", "unpack_downscale"):
         hc, wc = (HR_H + 1) // 2, (HR_W + 1) // 2
         hr = (codes(batch, HR_H, HR_W), codes(batch, hc, wc), codes(batch, hc, wc))
@@ -105,7 +113,7 @@ def bytes_moved(case: str, args: tuple, kwargs: dict) -> int:
     """Bytes of all inputs plus all outputs of one call (outputs sized by the op's plan)."""
     plan = {"pack": cupy_ops.plan_pack, "unpack": cupy_ops.plan_unpack,
             "unpack_upscale": cupy_ops.plan_unpack_upscale,
-            "unpack_downscale": cupy_ops.plan_unpack_downscale}[CASES[case]]
+            "unpack_downscale": cupy_ops.plan_unpack_downscale, "resize": cupy_ops.plan_resize}[CASES[case]]
     outs, _ = plan(*args, **kwargs, empty=lambda shape, dtype, device: torch.empty(shape, dtype=dtype, device="meta"))
     outs = outs if isinstance(outs, tuple) else (outs,)
     return sum(t.numel() * t.element_size() for t in (*args, *outs))
@@ -252,7 +260,8 @@ def to_markdown(report: dict) -> str:
              f"{report['date']}; torch {report['torch']}, cupy {report['cupy']}, CUDA {dev.get('cuda')}; "
              f"{report['bits']}-bit planes, fp16 packed tensors and residuals; upsampler "
              f"{LR_W}x{LR_H} -> {SCALE * LR_W}x{SCALE * LR_H}, downsampler {HR_W}x{HR_H} -> "
-             f"{-(-HR_W // 2)}x{-(-HR_H // 2)} (`pack_b4` = pack with block 4)."
+             f"{-(-HR_W // 2)}x{-(-HR_H // 2)} (`pack_b4` = pack with block 4), `resize` {X2_W}x{X2_H} -> "
+             f"{HR_W}x{HR_H} (the 2/3 layer's reduction)."
              + (" **DRY RUN: placeholder timings.**" if report["dry_run"] else ""),
              "",
              f"Peak memory bandwidth: {_num(dev['peak_gbs'])} GB/s ({dev['peak_source']}); measured device copy: "

@@ -25,6 +25,10 @@ def test_bytes_moved_counts_every_input_and_output_once():
     args, kw = gpu_check.make_inputs("unpack_downscale", 4, 10, "meta")
     assert args[0].shape == (4, 6, 270, 480)
     assert gpu_check.bytes_moved("unpack_downscale", args, kw) == 4 * 6 * 270 * 480 * 2 + 4 * 2 * (lr + lr // 4)
+    # the 2/3 layer's reduction: 2560x1440 (16/9 of lr) -> 1920x1080, 8-bit
+    args, kw = gpu_check.make_inputs("resize", 1, 8, "meta")
+    assert (kw["height"], kw["width"], kw["kernel"]) == (1080, 1920, "bicubic")
+    assert gpu_check.bytes_moved("resize", args, kw) == lr * 16 // 9 + lr
 
 
 def test_dry_run_writes_the_report(tmp_path):
