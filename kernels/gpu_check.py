@@ -47,6 +47,7 @@ LR_H, LR_W = 1080, 1920   # the upsampler's input frame (output: SCALE times lar
 SCALE = 2
 HR_H, HR_W = 1080, 1920   # the downsampler's input frame (output: 960x540)
 X2_H, X2_W = 1440, 2560   # the x2 of a 1080p picture's 2/3 layer, reduced to HR_W x HR_H by "resize"
+REDUCTION = "bicubic"     # vsr_plugin.engine.REDUCTION_KERNEL (kernels does not import the plugin; a test ties them)
 # Benchmark cases: name -> the kernels op it runs. "pack" is the upsampler's (block 2, LR frame),
 # "pack_b4" the downsampler's (block 4, HR frame).
 CASES = {"pack": "pack", "unpack_upscale": "unpack_upscale", "unpack": "unpack", "pack_b4": "pack",
@@ -89,10 +90,8 @@ def make_inputs(case: str, batch: int, bits: int, device: str) -> tuple[tuple, d
         return (torch.randn(shape, device=device) * scale).clamp_(-1, 1).to(torch.float16)
 
     if case == "resize":
-        from vsr_plugin.engine import REDUCTION_KERNEL
-
         x2 = (codes(batch, X2_H, X2_W), codes(batch, X2_H // 2, X2_W // 2), codes(batch, X2_H // 2, X2_W // 2))
-        return x2, dict(height=HR_H, width=HR_W, kernel=REDUCTION_KERNEL, bits=bits)
+        return x2, dict(height=HR_H, width=HR_W, kernel=REDUCTION, bits=bits)
     if case in ("pack_b4", "unpack_downscale"):
         hc, wc = (HR_H + 1) // 2, (HR_W + 1) // 2
         hr = (codes(batch, HR_H, HR_W), codes(batch, hc, wc), codes(batch, hc, wc))

@@ -27,7 +27,8 @@ def test_bytes_moved_counts_every_input_and_output_once():
     assert gpu_check.bytes_moved("unpack_downscale", args, kw) == 4 * 6 * 270 * 480 * 2 + 4 * 2 * (lr + lr // 4)
     # the 2/3 layer's reduction: 2560x1440 (16/9 of lr) -> 1920x1080, 8-bit
     args, kw = gpu_check.make_inputs("resize", 1, 8, "meta")
-    assert (kw["height"], kw["width"], kw["kernel"]) == (1080, 1920, "bicubic")
+    from vsr_plugin.engine import REDUCTION_KERNEL
+    assert (kw["height"], kw["width"], kw["kernel"]) == (1080, 1920, "bicubic") and REDUCTION_KERNEL == "bicubic"
     assert gpu_check.bytes_moved("resize", args, kw) == lr * 16 // 9 + lr
 
 
