@@ -3,8 +3,9 @@
 # upsampler on both sides"). Every step resumes where a stop left it: run the script again. From the
 # repository root, after make test (the venv) and ../shared/tools/extra_photos.sh runs/photos:
 #   1. the bicubic-trained quality x2, the baseline (runs/sr-quality);
-#   2. the quality pair: the default downsampler from x2-codec-default-down (the large one gained nothing,
-#      stop 24) and the upsampler from the baseline, lossless, base weight 0.1 (runs/pair-ll-quality);
+#   2. the quality pair, 20,000 steps: the default downsampler from x2-codec-default-down (the large one
+#      gained nothing, stop 24) and the upsampler from the baseline, lossless, base weight 0.1
+#      (runs/pair-ll-quality);
 #   3. vsr-bench sr: the pair against bicubic down + the baseline (runs/eval/pq/sr_x2.md).
 # AMP=bf16 on CPUs with native BF16 (AMX), where it is about 4x faster; auto picks it there.
 set -euo pipefail
@@ -16,6 +17,6 @@ train() { nice -n 10 .venv/bin/vsr-train --data "$DATA/train,runs/photos" --excl
               --crop 128 --batch 16 --lr 5e-4 --steps 30000 --epoch-steps 1000 --amp "$AMP" --threads 2 --resume "$@"; }
 train --mode sr --model quality --init x2-default --warmup 200 --out runs/sr-quality
 train --mode joint --model quality --init runs/sr-quality/best --init-down x2-codec-default-down \
-      --proxy-codec none --proxy-noise 0 --base-weight 0.1 --down-lr-scale 1 --out runs/pair-ll-quality
+      --proxy-codec none --proxy-noise 0 --base-weight 0.1 --down-lr-scale 1 --steps 20000 --out runs/pair-ll-quality
 nice -n 10 .venv/bin/vsr-bench sr --data "$DATA" --models runs/sr-quality/best \
       --pairs runs/pair-ll-quality/best-down:runs/pair-ll-quality/best-up --no-speed --dtype fp32 --out runs/eval/pq
