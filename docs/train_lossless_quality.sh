@@ -14,8 +14,8 @@ AMP=${AMP:-auto}
 DATA=${VSR_DATA:-../shared/data}
 NATURE=100075,100098,103041,105019,105053,106020,108073,109034,112082,113016,113044,117054,118020,118035,12003,12074,122048,124084,126039,130034  # the nature_1080p clip's photos
 train() { nice -n 10 .venv/bin/vsr-train --data "$DATA/train,runs/photos" --exclude "$NATURE" --rescales 0.8,0.6 \
-              --crop 128 --batch 16 --lr 5e-4 --steps 30000 --epoch-steps 1000 --amp "$AMP" --threads 2 --resume "$@"; }
-train --mode sr --model quality --init x2-default --warmup 200 --out runs/sr-quality
+              --crop 128 --batch 16 --lr 5e-4 --epoch-steps 1000 --amp "$AMP" --threads 2 --resume "$@"; }
+train --mode sr --model quality --init x2-default --warmup 200 --steps 30000 --out runs/sr-quality
 train --mode joint --model quality --init runs/sr-quality/best --init-down x2-codec-default-down \
       --proxy-codec none --proxy-noise 0 --base-weight 0.1 --down-lr-scale 1 --steps 20000 --out runs/pair-ll-quality
 nice -n 10 .venv/bin/vsr-bench sr --data "$DATA" --models runs/sr-quality/best \
