@@ -21,7 +21,8 @@ import kernels
 
 from . import runtimes
 from .cpu_features import has_native_bf16, retain_freed_memory
-from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, load_upsampler
+from .models import CheckpointInfo, Downsampler, Upsampler, load_downsampler, load_upsampler, paired_upsampler
+from .refine import RefineOptions, refine_residual
 from .yuv import Frame
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -257,11 +258,37 @@ class Upscaler(_Engine):
 
 class Downscaler(_Engine):
     """Reduce YUV 4:2:0 frames 2x with a trained :class:`~vsr_plugin.models.Downsampler` (the
-    encoder side's base layer). Same options as :class:`Upscaler`; tiles are in input pixels."""
+    encoder side's base layer). Same options as :class:`Upscaler`; tiles are in input pixels.
+
+    ``refine`` adds encoder-side refinement (:mod:`vsr_plugin.refine`): the network's residual is
+    then optimised, per batch of frames, for the upsampler ``refine_with`` (default: the one paired
+    with ``model`` by name), run in float32 on the engine's device. Refinement sees whole frames
+    (``tile`` bounds only the downsampler's own pass).
+    """
 
     block = 4
     network = Downsampler
     load = staticmethod(load_downsampler)
+
+    def __init__(self, model: str | Path | Downsampler, *, scale: int = 2, refine: RefineOptions | None = None,
+                 refine_with: str | Path | Upsampler | None = None, **options) -> None:
+        super().__init__(model, scale=scale, **options)
+        self.refine = refine if refine is not None and refine.steps > 0 else None
+        self.refiner: Upsampler | None = None
+        if self.refine is not None:
+            target = refine_with or (paired_upsampler(model) if isinstance(model, (str, Path)) else None)
+            if target is None:
+                raise ValueError(f"refinement needs the decoder's upsampler: no '-up' weights pair with {model!r}; "
+                                 "name one (refine_with)")
+            net = copy.deepcopy(target) if isinstance(target, Upsampler) else load_upsampler(target, scale=scale)[0]
+            if net.scale != self.scale:
+                raise ValueError(f"refinement upsampler is x{net.scale}, the downsampler x{self.scale}")
+            self.refiner = net.eval().to(self.device, torch.float32)
+            self.refiner.requires_grad_(False)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return text if self.refine is None else f"{text[:-1]}, refined {self.refine.steps} steps)"
 
     @functools.cached_property
     def zero_residual(self) -> bool:
@@ -282,6 +309,8 @@ class Downscaler(_Engine):
         else:
             packed = kernels.pack(y, u, v, bits=bits, block=4, dtype=self.dtype, backend=self.options.backend)
             residual = self.run_network(packed)
+        if self.refiner is not None:
+            residual = refine_residual(residual, y, u, v, self.refiner, bits=bits, options=self.refine)
         return kernels.unpack_downscale(residual, y, u, v, bits=bits, backend=self.options.backend)
 
     def downscale_frames(self, frames: Iterable[Frame]) -> list[Frame]:

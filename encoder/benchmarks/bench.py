@@ -45,6 +45,7 @@ from vsr_plugin.measure.markdown import markdown_table
 from vsr_plugin.measure.resample import resize_plane
 from vsr_plugin.media import MediaError
 from vsr_plugin.models import DOWNSAMPLER, CheckpointError, paired_upsampler, shipped_models
+from vsr_plugin.refine import RefineOptions
 from vsr_plugin.yuv import Frame, chroma_shape, frame_to_rgb, rgb_to_frame
 
 from ..training.data import bicubic_downscale_rgb, crop_to_multiple, list_images, load_rgb
@@ -118,21 +119,31 @@ def run_sr(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"benchmark set {name!r} not found under {root} (set --data or VSR_DATA)")
     models = [m for m in args.models.split(",") if m] if args.models else shipped_models()
     engines = {m: Upscaler(m, scale=args.scale, device=args.device, dtype=args.dtype) for m in models}
-    pairs = {f"pair {down}": (Downscaler(down, scale=args.scale, device=args.device, dtype=args.dtype),
-                              Upscaler(up, scale=args.scale, device=args.device, dtype=args.dtype))
-             for down, up in _pairs(args.pairs)}
+    pairs = {}
+    refine = RefineOptions(steps=args.refine, base_weight=args.refine_base_weight) if args.refine else None
+    for down, up in _pairs(args.pairs):
+        name = f"pair {down}" if up == paired_upsampler(down) else f"pair {down}:{up}"
+        upscaler = Upscaler(up, scale=args.scale, device=args.device, dtype=args.dtype)
+        pairs[name] = (Downscaler(down, scale=args.scale, device=args.device, dtype=args.dtype), upscaler)
+        if refine:  # the same pair with its base layer refined for its upsampler (vsr_plugin.refine)
+            pairs[f"{name} refined {refine.steps}"] = (
+                Downscaler(down, scale=args.scale, device=args.device, dtype=args.dtype, refine=refine,
+                           refine_with=up), upscaler)
     methods = list(BASELINES) + models + list(pairs)
     results: dict[str, dict] = {m: {"sets": {}} for m in methods}
     for set_name in sets:
         files = list_images(root / set_name)
         scores = {m: [] for m in methods}
         base_scores = {m: [] for m in pairs}
+        down_seconds = dict.fromkeys(pairs, 0.0)
         for i, path in enumerate(files):
             lr, hr = sr_case(load_rgb(path), args.scale)
             outputs = {m: baseline_upscale(lr, args.scale, f) for m, f in BASELINES.items()}
             outputs.update({m: e.upscale(lr) for m, e in engines.items()})
             for m, (down, up) in pairs.items():
+                t = time.perf_counter()
                 base = down.downscale(hr)
+                down_seconds[m] += time.perf_counter() - t
                 base_scores[m].append(metrics.psnr(base.y, lr.y))
                 outputs[m] = up.upscale(base)
             ref = metrics.shave(hr.y, args.scale)
@@ -160,6 +171,7 @@ def run_sr(args: argparse.Namespace) -> int:
             }
             if m in pairs:
                 results[m]["sets"][set_name]["base_psnr_y"] = float(np.mean(base_scores[m]))
+                results[m]["sets"][set_name]["downscale_s_per_image"] = down_seconds[m] / len(files)
 
     speed = {}
     if args.speed:
@@ -196,6 +208,8 @@ def run_sr(args: argparse.Namespace) -> int:
           f"LR = antialiased bicubic (a=-0.5) downscale rounded to 8 bit, fed as YUV 4:2:0.\n"
           + (f"Pairs: learned downscale of HR 4:2:0, 8-bit lossless base layer, paired upsampler; "
              f"[base: PSNR-Y of the base layer vs the bicubic LR].\n" if pairs else "")
+          + (f"Refined pairs: the base layer optimised for its upsampler, {refine.steps} Adam steps per image "
+             f"(lr {refine.lr:g}, base weight {refine.base_weight:g}; vsr_plugin.refine).\n" if refine else "")
           + f"Speed: {info['cpu']}, {info['cpu_threads']} threads, fp32, batch 1, network + pack/unpack.\n\n{table}")
     data = {"protocol": "sr-v1", "scale": args.scale, "sets": sets, "machine": info, "speed": speed,
             "results": results, "command": "vsr-bench " + " ".join(args.argv)}
@@ -269,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--pairs", default=None,
                     help="learned pairs DOWN[:UP],… evaluated with a lossless base layer "
                          "(default: every shipped downsampler with its -up upsampler; '' for none)")
+    sr.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                    help="also evaluate each pair with its base layer refined for its upsampler (encoder-side "
+                         "gradient steps per image; vsr_plugin.refine)")
+    sr.add_argument("--refine-base-weight", type=float, default=RefineOptions().base_weight,
+                    help="with --refine: weight of the squared departure from the bicubic reduction")
     sr.add_argument("--scale", type=int, default=2)
     sr.add_argument("--device", default="cpu")
     sr.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])

@@ -74,6 +74,25 @@ def test_detailed_crop_finds_the_textured_corner():
     assert edge == 64 and 160 <= top <= 192 and 32 <= left <= 96
 
 
+def test_bench_sr_refine_adds_a_refined_row_per_pair(bench_root, tiny_pair, tmp_path, capsys):
+    """``--refine N``: each pair also with its base layer refined for its upsampler, and named so;
+    naming another upsampler than the sibling names the row ``DOWN:UP``."""
+    down, up, _ = tiny_pair
+    out = tmp_path / "out"
+    argv = ["sr", "--data", str(bench_root), "--sets", "Tiny", "--models", "x2-fast", "--out", str(out), "--no-speed",
+            "--pairs", f"{down},{down}:x2-fast", "--refine", "20", "--refine-base-weight", "0", "--quiet"]
+    assert main(argv) == 0
+    res = json.loads((out / "sr_x2.json").read_text())["results"]
+    names = [f"pair {down}", f"pair {down}:x2-fast"]
+    assert set(res) == {"bicubic", "lanczos", "x2-fast", *names, *(f"{n} refined 20" for n in names)}
+    for n in names:
+        plain, refined = res[n]["sets"]["Tiny"], res[f"{n} refined 20"]["sets"]["Tiny"]
+        assert refined["psnr_y"] > plain["psnr_y"] and refined["base_psnr_y"] < plain["base_psnr_y"]
+    assert "Refined pairs: the base layer optimised for its upsampler, 20 Adam steps" in (out / "sr_x2.md").read_text()
+    assert main(argv[:-5] + ["--refine=-1", "--quiet"]) == 2
+    assert "refinement steps must be >= 0" in capsys.readouterr().err
+
+
 def test_pair_without_upsampler_is_a_clear_error(bench_root, tiny_model, capsys):
     assert main(["sr", "--data", str(bench_root), "--sets", "Tiny", "--pairs", tiny_model, "--quiet"]) == 2
     assert f"no upsampler paired with {tiny_model!r}: name it as DOWN:UP" in capsys.readouterr().err
