@@ -81,10 +81,13 @@ def _vsr_models(down_model: str | None, vsr_up_model: str | None, up_model: str 
 
 
 def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str | None, vsr_up_model: str | None,
-                    engine_options: dict, two_thirds_up_model: str | None = None
+                    engine_options: dict, two_thirds_up_model: str | None = None, refine_steps: int = 0
                     ) -> tuple[list[Pipeline], dict[str, str]]:
     """The requested pipelines that can run, and a note for each one that cannot."""
     pipes, skipped = [], {}
+    if refine_steps and "auto" in names:
+        raise ValueError("--refine changes the vsr pipeline only; auto stands for vsr-transcode, which does not "
+                         "refine: run auto without it")
     up_model = model or _shipped("upsampler")
     for name in names:
         if name == "native":
@@ -104,7 +107,7 @@ def build_pipelines(names: Sequence[str], *, model: str | None, down_model: str 
             elif up is None:
                 skipped[name] = "no upsampler for the learned base layer; pass --vsr-up-model PATH"
             else:
-                pipes.append(vsr(down, up, engine_options))
+                pipes.append(vsr(down, up, engine_options, refine_steps=refine_steps))
         elif name == "lanczos23":
             pipes.append(conventional_two_thirds())
         elif name == "vsr23":  # the 2/3 layer vsr-transcode makes, restored as vsr-transcode restores it
@@ -489,7 +492,7 @@ def run_rd(args: argparse.Namespace) -> int:
     engine_options = {"device": args.device, "dtype": args.dtype, "batch": args.batch}
     pipelines, skipped = build_pipelines(names, model=args.model, down_model=args.down_model,
                                          vsr_up_model=args.vsr_up_model, engine_options=engine_options,
-                                         two_thirds_up_model=args.two_thirds_up_model)
+                                         two_thirds_up_model=args.two_thirds_up_model, refine_steps=args.refine)
     for name, note in skipped.items():
         say(f"note: pipeline {name} skipped: {note}")
     total = sum(len(config.ladder(p)) for p in pipelines) * len(args.clips)
@@ -596,6 +599,9 @@ def add_parser(sub) -> None:
     p.add_argument("--two-thirds-up-model", default=None,
                    help="upsampler for vsr23's 2/3 layers (default: vsr's upsampler, which vsr-transcode restores "
                         "them with)")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="vsr: refine each base layer frame for the vsr upsampler before coding (encoder-side "
+                        "gradient steps per frame; vsr_plugin.refine; slow on a CPU)")
     p.add_argument("--device", default="auto", help="network device: auto, cpu, cuda")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"])
     p.add_argument("--batch", type=int, default=None, help="frames per network call (default: 1 on the CPU, 4 on CUDA)")

@@ -284,6 +284,30 @@ def test_vsr_pipeline_runs_a_learned_pair(tmp_path):
     assert "reused" not in clip and len([p for p in clip["points"] if p["pipeline"] == "bicubic"]) == 2
 
 
+def test_rd_refine_refines_the_vsr_base_layer_and_is_never_reused_for_a_plain_one(tmp_path, capsys):
+    from tests.integration.conftest import save_tiny_pair
+
+    save_tiny_pair(tmp_path)
+    src = ffmpeg_clip(tmp_path / "odd.mkv", size=(65, 49), frames=2, vcodec="ffv1", audio=False)
+    common = [str(src), "--down-model", str(tmp_path / "pair-down"), "--device", "cpu", "--crf-half", "16,30",
+              "--no-plots", "--no-lossless-check", "--quiet"]
+    assert main(["rd", *common, "--pipelines", "vsr", "--out", str(tmp_path / "plain")]) == 0
+    assert main(["rd", *common, "--pipelines", "vsr", "--refine", "5", "--reuse", str(tmp_path / "plain" / "rd_libx264.json"),
+                 "--out", str(tmp_path / "refined")]) == 0
+    plain = json.loads((tmp_path / "plain" / "rd_libx264.json").read_text())
+    refined = json.loads((tmp_path / "refined" / "rd_libx264.json").read_text())
+    assert "refined 5 steps" in refined["pipelines"]["vsr"] and "refined" not in plain["pipelines"]["vsr"]
+    assert "reused" not in refined["clips"][0]  # the unrefined points do not stand in
+    pts = [(p["base_width"], p["base_height"]) for p in refined["clips"][0]["points"]]
+    assert pts == [(33, 25)] * 2
+    assert [p["bytes"] for p in refined["clips"][0]["points"]] != [p["bytes"] for p in plain["clips"][0]["points"]]
+    capsys.readouterr()
+    assert main(["rd", *common, "--pipelines", "native,vsr,auto", "--refine", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "auto stands for vsr-transcode, which does not refine" in capsys.readouterr().err
+    assert main(["rd", *common, "--pipelines", "vsr", "--refine=-2", "--out", str(tmp_path / "y")]) == 2
+    assert "refinement steps must be >= 0" in capsys.readouterr().err
+
+
 def test_docs_layer_scale_trial_measures_a_two_thirds_layer_against_a_report(natural_clip, tiny_pair, tmp_path,
                                                                              monkeypatch, capsys):
     import sys

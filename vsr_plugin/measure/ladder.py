@@ -157,16 +157,20 @@ def conventional_two_thirds() -> Pipeline:
                                  "original size", down=_two_thirds_down("cpu"), up=up, scale=RESOLUTIONS["two-thirds"])
 
 
-def learned_downscale(model: str, engine_options: dict) -> tuple[Callable[[Frames], Frames], str, str]:
-    """The encoder side's learned 2x downscale (the one function the ``vsr`` pipeline adds)."""
+def learned_downscale(model: str, engine_options: dict, *, refine_steps: int = 0, refine_with: str | None = None
+                      ) -> tuple[Callable[[Frames], Frames], str, str]:
+    """The encoder side's learned 2x downscale (the one function the ``vsr`` pipeline adds), its
+    base layer refined for ``refine_with`` when ``refine_steps`` > 0 (:mod:`vsr_plugin.refine`)."""
     from ..engine import Downscaler
+    from ..refine import RefineOptions
 
-    engine = Downscaler(model, **engine_options)
+    engine = Downscaler(model, **engine_options, refine=RefineOptions(steps=refine_steps), refine_with=refine_with)
     return engine.downscale_frames, repr(engine), _sha(engine)
 
 
-def vsr(down_model: str, up_model: str, engine_options: dict) -> Pipeline:
-    down, down_name, down_sha = learned_downscale(down_model, engine_options)
+def vsr(down_model: str, up_model: str, engine_options: dict, *, refine_steps: int = 0) -> Pipeline:
+    down, down_name, down_sha = learned_downscale(down_model, engine_options, refine_steps=refine_steps,
+                                                  refine_with=up_model)
     up, up_name, up_sha = _upscaler(up_model, engine_options)
     return Pipeline("vsr", f"learned 2x down {down_name}, encode, vsr upsampler {up_name}", down=down, up=up,
                     models={"downsampler": down_name, "downsampler_weights": str(down_model),
