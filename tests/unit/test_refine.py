@@ -111,3 +111,17 @@ def test_refinement_needs_an_upsampler_and_sane_options(bicubic_down):
         RefineOptions(lr=0)
     # a shipped downsampler finds its paired upsampler by name
     assert Downscaler("x2-codec-default-down", device="cpu", refine=RefineOptions(steps=1)).refiner is not None
+
+
+def test_docs_refine_cost_times_a_step_beside_the_plain_reduction(monkeypatch, capsys):
+    import re
+    import sys
+
+    from docs.refine_cost import main
+
+    monkeypatch.setattr(sys, "argv", ["refine_cost", "--steps", "1", "--threads", "2"])
+    main()
+    line = capsys.readouterr().out
+    m = re.fullmatch(r"1920x1080, x2-codec-default-down, 2 threads: plain (\S+) s, 1 steps (\S+) s -> (\S+) s per step\n",
+                     line)
+    assert m and 0 < float(m[1]) < float(m[2])
