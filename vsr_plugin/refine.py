@@ -8,15 +8,16 @@ residual, minimising the error of the picture the upsampler will restore from th
     r  <-  r - Adam( d/dr  [ MSE(up(base(r)), HR) + base_weight * mean(r^2) ] )
     base(r) = clamp(bicubic 2x reduction of HR + r)              (float while optimising)
 
-The base layer is rounded only at the end: a straight-through rounding inside the loop gave worse
-results than the float relaxation on Set5 (+0.74 against +0.81 dB over bicubic down with
-``x2-default``, 100 steps), since its gradient points at a base layer that is never stored. The
+The base layer is rounded only at the end: in a Set5 trial a straight-through rounding inside the
+loop gained less than the float relaxation (docs/benchmarks.md), its gradient being that of a base
+layer other than the one it rounds to. The
 squared ``base_weight`` term reins in departures from the bicubic reduction (keeps the base layer
 watchable), as in joint training.
 
-Measured on a lossless base layer only (docs/benchmarks.md, "Encoder-side refinement"); a codec
-between the two sides is not modelled, so at codec rates the refined base layer may cost more
-bits. Each step is one forward and backward pass of the upsampler on the whole frame, in float32.
+Measured (docs/benchmarks.md, "Encoder-side refinement"): +1.2 dB PSNR-Y over bicubic down on a
+lossless base layer; a codec between the two sides is not modelled, and under x264 (one clip) it
+bought PSNR-Y and cost VMAF, so ``vsr-transcode`` does not refine. Each step is one forward and
+backward pass of the upsampler on the whole frame, in float32.
 """
 
 from __future__ import annotations
