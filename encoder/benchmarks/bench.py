@@ -210,7 +210,9 @@ def run_sr(args: argparse.Namespace) -> int:
              f"[base: PSNR-Y of the base layer vs the bicubic LR].\n" if pairs else "")
           + (f"Refined pairs: the base layer optimised for its upsampler, {refine.steps} Adam steps per image "
              f"(lr {refine.lr:g}, base weight {refine.base_weight:g}; vsr_plugin.refine).\n" if refine else "")
-          + f"Speed: {info['cpu']}, {info['cpu_threads']} threads, fp32, batch 1, network + pack/unpack.\n\n{table}")
+          + (f"Speed: {info['cpu']}, {info['cpu_threads']} threads, fp32, batch 1, network + pack/unpack.\n"
+             if args.speed else "")
+          + f"\n{table}")
     data = {"protocol": "sr-v1", "scale": args.scale, "sets": sets, "machine": info, "speed": speed,
             "results": results, "command": "vsr-bench " + " ".join(args.argv)}
     json_path, md_path = write_report(args.out, f"sr_x{args.scale}", data, md)

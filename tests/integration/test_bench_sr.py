@@ -56,6 +56,7 @@ def test_bench_sr_writes_json_and_markdown(bench_root, tiny_pair, tmp_path, caps
     assert res[pair]["sets"]["Tiny"]["base_psnr_y"] > 35
     assert res[pair]["weights"] == ["pair-down", "pair-up"] and res[pair]["params"] > 0
     assert (out / "sr_x2.md").read_text().count("\n|") >= 6 and "[base " in table
+    assert "\nSpeed: " in (out / "sr_x2.md").read_text()
     assert (tmp_path / "img" / "Tiny" / "bicubic" / "t1.png").is_file()
     assert Image.open(tmp_path / "img" / "Tiny" / "zero" / "t1.png").size == (76, 50)
     # side by side: bicubic | two models | the pair | HR, each the same 50x50 crop (the image's short side)
@@ -88,7 +89,9 @@ def test_bench_sr_refine_adds_a_refined_row_per_pair(bench_root, tiny_pair, tmp_
     for n in names:
         plain, refined = res[n]["sets"]["Tiny"], res[f"{n} refined 20"]["sets"]["Tiny"]
         assert refined["psnr_y"] > plain["psnr_y"] and refined["base_psnr_y"] < plain["base_psnr_y"]
-    assert "Refined pairs: the base layer optimised for its upsampler, 20 Adam steps" in (out / "sr_x2.md").read_text()
+    md = (out / "sr_x2.md").read_text()
+    assert "Refined pairs: the base layer optimised for its upsampler, 20 Adam steps" in md
+    assert "Speed:" not in md  # --no-speed: no timing header
     assert main(argv[:-5] + ["--refine=-1", "--quiet"]) == 2
     assert "refinement steps must be >= 0" in capsys.readouterr().err
 
