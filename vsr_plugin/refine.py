@@ -9,10 +9,9 @@ residual, minimising the error of the picture the upsampler will restore from th
     base(r) = clamp(bicubic 2x reduction of HR + r)              (float while optimising)
 
 The base layer is rounded only at the end: in a Set5 trial a straight-through rounding inside the
-loop gained less than the float relaxation (docs/benchmarks.md), its gradient being that of a base
-layer other than the one it rounds to. The
-squared ``base_weight`` term reins in departures from the bicubic reduction (keeps the base layer
-watchable), as in joint training.
+loop gained less than the float relaxation (docs/benchmarks.md). The squared ``base_weight`` term
+reins in departures from the bicubic reduction (keeps the base layer watchable), as in joint
+training.
 
 Measured (docs/benchmarks.md, "Encoder-side refinement"): +1.2 dB PSNR-Y over bicubic down on a
 lossless base layer; a codec between the two sides is not modelled, and under x264 (one clip) it
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 import torch
 
 import kernels
-from kernels import reference
 
 from .models import Upsampler
 
@@ -63,9 +61,10 @@ def restoration_loss(residual: torch.Tensor, hr: tuple[torch.Tensor, torch.Tenso
                      up: Upsampler, *, bits: int, options: RefineOptions) -> torch.Tensor:
     """The refinement objective for a downscale ``residual`` of the integer planes ``hr`` (float32 scalar)."""
     m = kernels.max_code(bits)
-    base = tuple(p.clamp(0, m) for p in reference.downscale_planes_float(residual, *hr, bits=bits))
-    restored = reference.upscale_planes_float(up(reference.pack_float(*base, bits=bits, block=2)).float(), *base,
-                                              bits=bits, scale=up.scale)
+    # the differentiable twins joint training uses (encoder/training/tasks.py, JointModel)
+    base = tuple(p.clamp(0, m) for p in kernels.downscale_planes_float(residual, *hr, bits=bits))
+    restored = kernels.upscale_planes_float(up(kernels.pack_float(*base, bits=bits, block=2)).float(), *base,
+                                            bits=bits, scale=up.scale)
     # an odd-sized frame's base layer restores one row or column larger: compare the frame's own area
     mse = [((r[:, :t.shape[1], :t.shape[2]] - t.to(torch.float32)) / m).square().mean() for r, t in zip(restored, hr)]
     lw = options.luma_weight

@@ -14,8 +14,8 @@ def engine():
     return Upscaler(randomised(UpsamplerConfig(channels=16, blocks=3), seed=3), device="cpu")
 
 
-def _planes_from_image(h, w, bits):
-    f = rgb_to_frame(smooth_rgb(h, w, seed=1), bits=bits)
+def _planes_from_image(h, w, bits, seed=1):
+    f = rgb_to_frame(smooth_rgb(h, w, seed=seed), bits=bits)
     return tuple(torch.from_numpy(p.astype(np.int32)).to(torch.uint8 if bits == 8 else torch.uint16)[None]
                  for p in f.planes)
 

@@ -1,20 +1,17 @@
 """Encoder-side refinement of the base layer (vsr_plugin.refine) through the Downscaler."""
 
-import numpy as np
 import pytest
 import torch
 
 import kernels
-from tests.conftest import smooth_rgb
+from tests.unit.test_engine import _planes_from_image
 from vsr_plugin.engine import Downscaler, Upscaler
 from vsr_plugin.models import Downsampler, DownsamplerConfig, Upsampler, UpsamplerConfig, load_upsampler
 from vsr_plugin.refine import RefineOptions, refine_residual, restoration_loss
-from vsr_plugin.yuv import rgb_to_frame
 
 
 def _hr(h, w, bits, seed=3):
-    f = rgb_to_frame(smooth_rgb(h, w, seed=seed), bits=bits)
-    return tuple(torch.from_numpy(p.astype(np.int32)).to(kernels.plane_dtype(bits))[None] for p in f.planes)
+    return _planes_from_image(h, w, bits, seed=seed)
 
 
 def _restored_mse(base, hr, bits):
@@ -119,7 +116,7 @@ def test_docs_refine_cost_times_a_step_beside_the_plain_reduction(monkeypatch, c
 
     from docs.refine_cost import main
 
-    monkeypatch.setattr(sys, "argv", ["refine_cost", "--steps", "1", "--threads", "2"])
+    monkeypatch.setattr(sys, "argv", ["refine_cost", "--steps", "1", "--threads", "2", "--repeat", "1"])
     main()
     line = capsys.readouterr().out
     m = re.fullmatch(r"1920x1080, x2-codec-default-down, 2 threads: plain (\S+) s, 1 steps (\S+) s -> (\S+) s per step\n",
